@@ -1,0 +1,1 @@
+"""Step 3: execution. `base` is the small interface every broker implements; `sandbox` simulates one."""

@@ -1,0 +1,86 @@
+"""The sandbox broker: fills or fails at random, deterministically per (seed, client_order_id).
+
+It keeps its own durable journal in a separate SQLite file, as an exchange keeps its own order book:
+after an engine crash, reconciliation asks it what happened to each pending id. Every call is logged
+in `calls`, so tests can prove that no id was ever sent twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Sequence
+
+from engine.broker.base import BrokerOrder, BrokerResult
+from engine.models import Reason, reason
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+  client_order_id TEXT PRIMARY KEY, status TEXT NOT NULL, fill_price REAL, trade_id TEXT,
+  reason TEXT, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL, ts INTEGER NOT NULL);
+"""
+
+
+class SandboxBroker:
+    def __init__(self, journal: str | Path, fill_probability: float = 0.95, seed: int = 7,
+                 latency_ms: float = 0.0) -> None:
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(journal), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+        self.fill_probability = fill_probability
+        self.seed = seed
+        self.latency_s = latency_ms / 1000.0
+        # 2**64 scale: a fill when the id's hash lands under the probability.
+        self._threshold = int(fill_probability * 2**64)
+
+    def _outcome(self, order: BrokerOrder) -> BrokerResult:
+        h = hashlib.blake2b(f"{self.seed}:{order.client_order_id}".encode(), digest_size=16).digest()
+        if int.from_bytes(h[:8], "big") < self._threshold:
+            return BrokerResult(order.client_order_id, "FILLED", order.price, "T" + h[8:].hex())
+        return BrokerResult(order.client_order_id, "FAILED",
+                            reason=reason(Reason.BROKER_REJECTED, "sandbox: simulated exchange rejection"))
+
+    def submit(self, orders: Sequence[BrokerOrder]) -> list[BrokerResult]:
+        if not orders:
+            return []
+        if self.latency_s:
+            time.sleep(self.latency_s)  # one round trip per batch: a real gateway pipelines sends
+        now = time.time_ns()
+        known = self.lookup([o.client_order_id for o in orders])
+        results, new_rows = [], []
+        for o in orders:
+            r = known.get(o.client_order_id)
+            if r is None:
+                r = known[o.client_order_id] = self._outcome(o)
+                new_rows.append((r.client_order_id, r.status, r.fill_price, r.trade_id, r.reason, now))
+            results.append(r)
+        db = self.db
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO calls(client_order_id, ts) VALUES (?, ?)",
+                       [(o.client_order_id, now) for o in orders])
+        db.executemany("INSERT INTO executions VALUES (?,?,?,?,?,?)", new_rows)
+        db.execute("COMMIT")
+        return results
+
+    def lookup(self, client_order_ids: Sequence[str]) -> dict[str, BrokerResult]:
+        out: dict[str, BrokerResult] = {}
+        ids = list(client_order_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = ("SELECT client_order_id, status, fill_price, trade_id, reason FROM executions "
+                 f"WHERE client_order_id IN ({','.join('?' * len(chunk))})")
+            for row in self.db.execute(q, chunk):
+                out[row[0]] = BrokerResult(*row)
+        return out
+
+    def call_counts(self) -> dict[str, int]:
+        """How many times each id was submitted (for tests and audits)."""
+        return dict(self.db.execute("SELECT client_order_id, COUNT(*) FROM calls GROUP BY client_order_id"))
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,314 @@
+"""The engine's pipeline for one batch of requests, in the order every order goes through:
+
+    intake -> idempotency -> gate (validate, limits) -> intents committed -> broker -> settle
+           -> one store commit -> answers
+
+`Engine.handle(frames)` returns the answers only after the commit: the caller (the ZeroMQ loop) can
+never send an answer whose decision is not durable. It knows nothing of sockets or sources.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from engine import intake, protocol
+from engine.broker.base import Broker, BrokerError, BrokerOrder
+from engine.clock import Clock
+from engine.config import Config
+from engine.instruments import Instrument
+from engine.models import Decision, Escalation, Reason, Status, Tick, reason
+from engine.risk.book import Book, PositionState
+from engine.risk.context import Moment
+from engine.risk.gate import SEND, Gate
+from engine.settle import record_book_changes, settle
+from engine.store.base import CommitBatch, Intent, Known, Store
+
+log = logging.getLogger("wojak.engine")
+
+ORDER_KINDS = frozenset({"submit_order", "ingest"})
+PENDING = "PENDING"  # not a decision: nothing was recorded, the sender should retry later
+
+
+@dataclass(slots=True)
+class _Slot:
+    """An order sent to the broker in this batch: its decision arrives after settlement."""
+
+    intent: Intent
+    decision: Decision | None = None
+
+
+@dataclass(slots=True)
+class _Dup:
+    """A redelivery of an order whose decision is still being made in this batch."""
+
+    slot: _Slot
+
+
+@dataclass(slots=True)
+class _BadRequest:
+    id: int
+    error: str
+
+
+@dataclass
+class _Work:
+    moment: Moment
+    commit: CommitBatch = field(default_factory=CommitBatch)
+    intents: list[Intent] = field(default_factory=list)
+    slots: list[_Slot] = field(default_factory=list)
+    seen: dict[str, Any] = field(default_factory=dict)  # key -> Known | _Slot, within this batch
+    touched: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(self, cfg: Config, store: Store, broker: Broker, instruments: dict[str, Instrument],
+                 clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.broker = broker
+        self.instruments = instruments
+        self.clock = clock or Clock(cfg.risk.timezone, cfg.engine.simulated_start)
+        self.book = Book()
+        self.gate = Gate(instruments, self.book, cfg.risk)
+        self.ltp_ts: dict[str, int] = {}
+        self.stats: Counter[str] = Counter()
+        self.needs_reconcile = True
+
+    # -- start-up -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Rebuild the book from the store and settle every intent a crash left pending."""
+        from engine.reconcile import reconcile
+
+        now = Moment.at(self.clock, self.cfg.risk)
+        self.book.roll_day(now.today.isoformat())
+        for p in self.store.positions():
+            self.book.positions[(p.account, p.symbol)] = PositionState(p.net_qty, p.avg_price, p.realised_pnl)
+            if p.net_qty:
+                self.book.held.setdefault(p.account, set()).add(p.symbol)
+        self.book.ltp.update(self.store.last_prices())
+        self.book.day_realised = dict(self.store.day_pnl(self.book.day))
+        settings = self.store.settings()
+        self.book.halted = settings.get("halted") == "1"
+        self.book.halt_reason = settings.get("halt_reason", "")
+        reconcile(self)
+
+    # -- the batch pipeline -------------------------------------------------------------------
+    def handle(self, frames: list[bytes]) -> list[bytes]:
+        moment = Moment.at(self.clock, self.cfg.risk)
+        self._roll_day(moment)
+        work = _Work(moment)
+        requests = [self._decode(f, work) for f in frames]
+        if self.needs_reconcile:
+            try:
+                from engine.reconcile import reconcile
+
+                reconcile(self)
+            except BrokerError as e:
+                log.warning("broker unavailable, answering retry: %s", e)
+                return [self._retry_all(r, str(e)) for r in requests]
+        parsed = [self._intake(r) for r in requests]
+        known = self._lookup(parsed)
+        answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
+        self._execute(work)
+        self.book.clear_pending()
+        record_book_changes(self.book, work.touched, work.commit)
+        self.store.commit(work.commit)  # durable before any answer exists
+        return [self._answer(r, a) for r, a in zip(requests, answers)]
+
+    def _decode(self, frame: bytes, work: _Work) -> protocol.Request | _BadRequest:
+        try:
+            req = protocol.decode_request(frame)
+        except (msgspec.DecodeError, TypeError) as e:
+            return self._bad_request(work, f"not a wojak request: {e}")
+        if req.v != protocol.VERSION:
+            return self._bad_request(work, f"unsupported protocol version {req.v}", req)
+        if req.kind not in protocol.KINDS:
+            return self._bad_request(work, f"unknown kind {req.kind[:40]!r}", req)
+        if req.msg_ids is not None and len(req.msg_ids) != len(req.items):
+            return self._bad_request(work, "msg_ids must be parallel to items", req)
+        return req
+
+    def _bad_request(self, work: _Work, why: str, req: protocol.Request | None = None) -> _BadRequest:
+        work.commit.anomalies.append(("bad_request", "", why[:300], work.moment.ns))
+        self.stats["bad_request"] += 1
+        return _BadRequest(req.id if req else 0, reason(Reason.SCHEMA, why))
+
+    def _intake(self, req: protocol.Request | _BadRequest) -> list[intake.Item]:
+        if isinstance(req, _BadRequest) or req.kind not in ORDER_KINDS and req.kind != "tick":
+            return []
+        want_tick = req.kind == "tick"
+        ids = req.msg_ids
+        return [intake.parse(raw, ids[i] if ids else None, want_tick) for i, raw in enumerate(req.items)]
+
+    def _lookup(self, parsed: list[list[intake.Item]]) -> dict[str, Known]:
+        keys = [it.key for items in parsed for it in items if it.tick is None and it.key]
+        return self.store.lookup(keys) if keys else {}
+
+    def _decide(self, req: protocol.Request | _BadRequest, items: list[intake.Item], known: dict[str, Known],
+                work: _Work) -> list[Any] | None:
+        """Answers for the request's items in order (Decision, _Slot or _Dup), or None for control kinds."""
+        if isinstance(req, _BadRequest):
+            return None
+        if req.kind == "halt" or req.kind == "resume":
+            self._set_halt(req.kind == "halt", str(req.args.get("reason", "manual"))[:200], work)
+            return None
+        if req.kind not in ORDER_KINDS and req.kind != "tick":
+            return None
+        out: list[Any] = []
+        for it in items:
+            if it.tick is not None:
+                out.append(self._tick(it.tick, work))
+            elif it.error is not None and req.kind == "tick":
+                work.commit.anomalies.append(("tick_rejected", it.key, it.error, work.moment.ns))
+                out.append(Decision(it.key, Status.REJECTED.value, [it.error], ts=work.moment.ns))
+            else:
+                out.append(self._order(it, known, work))
+        return out
+
+    def _order(self, it: intake.Item, known: dict[str, Known], work: _Work) -> Any:
+        now = work.moment.ns
+        prior = work.seen.get(it.key) or known.get(it.key)
+        if prior is not None:
+            return self._redelivery(it, prior, work)
+        if it.error is not None:
+            d = Decision(it.key, Status.REJECTED.value, [it.error], ts=now)
+            return self._record(d, it.content_hash, it.raw, work)
+        order = it.order
+        verdict = self.gate.evaluate(order, work.moment)
+        if verdict.status == SEND:
+            return self._intend(it, verdict.price, verdict.child_qtys, work)
+        d = Decision(order.client_order_id, verdict.status, verdict.reasons, account=order.account,
+                     symbol=order.symbol, side=order.side, quantity=order.quantity, ts=now)
+        as_dict = msgspec.structs.asdict(order)
+        if verdict.status == Status.ESCALATED.value:
+            d.escalation_id = "E-" + order.client_order_id
+            work.commit.escalations.append(Escalation(d.escalation_id, order.client_order_id, order.account,
+                                                      verdict.reasons, as_dict, now))
+        return self._record(d, it.content_hash, as_dict, work)
+
+    def _redelivery(self, it: intake.Item, prior: Any, work: _Work) -> Any:
+        h = prior.intent.content_hash if isinstance(prior, _Slot) else prior.content_hash
+        if h != it.content_hash:
+            self.stats["DUPLICATE_ID_MISMATCH"] += 1
+            why = reason(Reason.DUPLICATE_ID_MISMATCH, f"client_order_id={it.key} was used for other content")
+            work.commit.anomalies.append(("duplicate_id_mismatch", it.key, it.content_hash, work.moment.ns))
+            return Decision(it.key, Status.REJECTED.value, [why], ts=work.moment.ns)
+        self.stats["duplicate"] += 1
+        if isinstance(prior, _Slot):
+            return _Dup(prior)
+        if prior.decision is None:  # an intent still pending at the broker: no decision to give yet
+            return Decision(it.key, PENDING, ["BROKER_PENDING: reconciling with the broker"], ts=work.moment.ns)
+        return msgspec.structs.replace(prior.decision, duplicate=True)
+
+    def _record(self, d: Decision, content_hash: str, order: dict | None, work: _Work) -> Decision:
+        work.commit.decisions.append((d, content_hash, order))
+        work.seen[d.client_order_id] = Known(content_hash, d)
+        self.stats[d.status] += 1
+        return d
+
+    def _intend(self, it: intake.Item, price: float, child_qtys: list[int] | None, work: _Work) -> _Slot:
+        o = it.order
+        if child_qtys:
+            bos = [BrokerOrder(f"{o.client_order_id}#{i}", o.account, o.symbol, o.side, q, o.order_type, price)
+                   for i, q in enumerate(child_qtys, start=1)]
+        else:
+            bos = [BrokerOrder(o.client_order_id, o.account, o.symbol, o.side, o.quantity, o.order_type, price)]
+        intent = Intent(o.client_order_id, it.content_hash, msgspec.structs.asdict(o), bos, work.moment.ns)
+        slot = _Slot(intent)
+        work.intents.append(intent)
+        work.slots.append(slot)
+        work.seen[o.client_order_id] = slot
+        return slot
+
+    def _tick(self, tick: Tick, work: _Work) -> Decision:
+        now = work.moment.ns
+        if tick.symbol not in self.instruments:
+            why = reason(Reason.UNKNOWN_SYMBOL, tick.symbol[:64])
+            work.commit.anomalies.append(("tick_rejected", tick.symbol[:64], why, now))
+            return Decision("", Status.REJECTED.value, [why], symbol=tick.symbol[:64], ts=now)
+        ts = tick.ts if tick.ts is not None else now
+        if ts >= self.ltp_ts.get(tick.symbol, 0):  # a late tick is recorded but does not move the price
+            self.ltp_ts[tick.symbol] = ts
+            self.book.ltp[tick.symbol] = tick.ltp
+        work.commit.ticks.append(Tick(tick.symbol, tick.ltp, ts))
+        self.stats["tick"] += 1
+        return Decision("", Status.ACCEPTED.value, symbol=tick.symbol, ts=now)
+
+    def _set_halt(self, halted: bool, why: str, work: _Work) -> None:
+        self.book.halted = halted
+        self.book.halt_reason = why if halted else ""
+        work.commit.settings.update({"halted": "1" if halted else "0", "halt_reason": self.book.halt_reason})
+        log.warning("kill switch %s: %s", "ON" if halted else "OFF", why)
+
+    def _execute(self, work: _Work) -> None:
+        """Commit the intents, then call the broker once for the batch, then settle each order."""
+        if not work.intents:
+            return
+        self.store.commit_intents(work.intents)
+        orders = [bo for i in work.intents for bo in i.broker_orders]
+        try:
+            results = {r.client_order_id: r for r in self.broker.submit(orders)}
+        except BrokerError as e:
+            log.warning("broker call failed; %d intents stay pending for reconciliation: %s", len(orders), e)
+            self.needs_reconcile = True
+            for slot in work.slots:
+                slot.decision = Decision(slot.intent.client_order_id, PENDING, [f"BROKER_PENDING: {e}"[:300]],
+                                         ts=work.moment.ns)
+            return
+        trades = work.commit.trades
+        for slot in work.slots:
+            d = settle(slot.intent.order, slot.intent.broker_orders, results, self.book, work.moment.ns,
+                       trades, work.touched)
+            slot.decision = self._record(d, slot.intent.content_hash, slot.intent.order, work)
+
+    def _roll_day(self, moment: Moment) -> None:
+        day = moment.today.isoformat()
+        if day != self.book.day:
+            self.book.roll_day(day)
+            self.book.day_realised = dict(self.store.day_pnl(day))
+
+    # -- answers ------------------------------------------------------------------------------
+    def _answer(self, req: protocol.Request | _BadRequest, answers: list[Any] | None) -> bytes:
+        if isinstance(req, _BadRequest):
+            return protocol.encode(protocol.Response(id=req.id, ok=False, error=req.error))
+        if answers is not None:
+            return protocol.encode(protocol.Response(id=req.id, results=[_final(a) for a in answers]))
+        return protocol.encode(protocol.Response(id=req.id, data=self._read(req)))
+
+    def _read(self, req: protocol.Request) -> Any:
+        k = req.kind
+        if k == "get_order":
+            d = self.store.get_decision(str(req.args.get("client_order_id", "")))
+            return msgspec.to_builtins(d) if d else None
+        if k == "positions":
+            return self.positions(req.args.get("account"))
+        if k in ("halt", "resume"):
+            return {"halted": self.book.halted, "reason": self.book.halt_reason}
+        return {"ok": True, "halted": self.book.halted, "instruments": len(self.instruments),
+                "decisions": dict(self.stats)}
+
+    def positions(self, account: str | None = None) -> list[dict]:
+        out = []
+        for (acct, sym), p in sorted(self.book.positions.items()):
+            if account and acct != account:
+                continue
+            ltp = self.book.ltp.get(sym)
+            out.append({"account": acct, "symbol": sym, "net_qty": p.net_qty, "avg_price": round(p.avg_price, 4),
+                        "realised_pnl": round(p.realised_pnl, 2), "ltp": ltp,
+                        "unrealised_pnl": round((ltp - p.avg_price) * p.net_qty, 2) if ltp and p.net_qty else 0.0})
+        return out
+
+    def _retry_all(self, req: protocol.Request | _BadRequest, why: str) -> bytes:
+        return protocol.encode(protocol.Response(id=req.id, ok=False, error=f"BROKER_PENDING: {why}"[:300]))
+
+
+def _final(a: Any) -> Decision:
+    if isinstance(a, _Slot):
+        return a.decision
+    if isinstance(a, _Dup):
+        return msgspec.structs.replace(a.slot.decision, duplicate=True)
+    return a

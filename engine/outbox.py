@@ -1,0 +1,116 @@
+"""Escalation delivery: a thread drains the store's durable outbox to the configured sink.
+
+An escalation is written in the same transaction as its decision, so a crash never loses one; this
+worker delivers it at least once (HTTP POST, or an fsync'd JSON line in a file), retrying with
+exponential backoff. The receiver de-duplicates by `escalation_id`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import msgspec
+
+from engine.config import EscalationSection
+from engine.models import Escalation
+from engine.store.base import Store
+
+log = logging.getLogger("wojak.outbox")
+
+
+class Sink:
+    def deliver(self, e: Escalation) -> None:
+        raise NotImplementedError
+
+
+class LogSink(Sink):
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def deliver(self, e: Escalation) -> None:
+        line = msgspec.json.encode(e) + b"\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class HttpSink(Sink):
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def deliver(self, e: Escalation) -> None:
+        req = urllib.request.Request(self.url, data=msgspec.json.encode(e), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Idempotency-Key": e.escalation_id})
+        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 - URL from config
+            if not 200 <= resp.status < 300:
+                raise OSError(f"HTTP {resp.status}")
+
+
+def make_sink(cfg: EscalationSection) -> Sink:
+    return HttpSink(cfg.url, cfg.timeout_s) if cfg.kind == "http" else LogSink(cfg.path)
+
+
+def backoff_ns(attempts: int) -> int:
+    return int(min(60.0, 0.25 * 2 ** min(attempts, 10)) * 1e9)
+
+
+class OutboxWorker(threading.Thread):
+    def __init__(self, open_store: Callable[[], Store], sink: Sink, max_attempts: int,
+                 interval_s: float = 0.5) -> None:
+        super().__init__(name="wojak-outbox", daemon=True)
+        self._open_store = open_store
+        self.sink = sink
+        self.max_attempts = max_attempts
+        self.interval_s = interval_s
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        store = self._open_store()  # a connection of its own: never shares the hot path's
+        try:
+            while not self.stopping.is_set():
+                self.drain(store)
+                self.wake.wait(self.interval_s)
+                self.wake.clear()
+            self.drain(store)
+        finally:
+            store.close()
+
+    def drain(self, store: Store) -> int:
+        delivered = 0
+        while True:
+            due = store.outbox_due(time.time_ns(), limit=100)
+            if not due:
+                return delivered
+            ok: list[str] = []
+            for item in due:
+                e = item.escalation
+                try:
+                    self.sink.deliver(e)
+                    ok.append(e.escalation_id)
+                except (OSError, urllib.error.URLError, ValueError) as err:
+                    if item.attempts + 1 >= self.max_attempts:
+                        log.error("escalation %s undeliverable after %d attempts: %s (kept in outbox)",
+                                  e.escalation_id, item.attempts + 1, err)
+                    store.outbox_retry(e.escalation_id, time.time_ns() + backoff_ns(item.attempts), str(err))
+            if ok:
+                store.outbox_delivered(ok, time.time_ns())
+                delivered += len(ok)
+            if len(ok) < len(due):
+                return delivered
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()

@@ -1,0 +1,74 @@
+"""The wire between sidecars and the engine: one msgpack frame per request, versioned.
+
+A request names its kind and carries a batch of items:
+
+    submit_order  items = orders (msgpack maps) or raw source payloads (bytes of JSON)
+    tick          items = ticks (maps or JSON bytes)
+    ingest        items = raw source payloads; each is an order, or a tick when its JSON says
+                  "kind": "tick" (what a sidecar forwards when it cannot tell)
+    get_order     args = {"client_order_id": ...}
+    positions     args = {"account": ...} (optional)
+    halt/resume   args = {"reason": ...} (optional)
+    health        -
+
+The answer carries the request's `id`, so a DEALER may keep many requests in flight. An item the
+engine cannot parse is still answered, in its place, by a REJECTED/SCHEMA decision.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+VERSION = 1
+KINDS = frozenset({"submit_order", "tick", "ingest", "get_order", "positions", "halt", "resume", "health"})
+
+
+class Request(msgspec.Struct, omit_defaults=True):
+    kind: str
+    id: int = 0
+    v: int = VERSION
+    items: list[msgspec.Raw] = []
+    # Optional source message ids, parallel to items: they key the decision for garbage that has no
+    # usable client_order_id, so a redelivered bad message maps to the same recorded decision.
+    msg_ids: list[str] | None = None
+    args: dict[str, Any] = {}
+
+
+class Response(msgspec.Struct, omit_defaults=True):
+    id: int
+    ok: bool = True
+    v: int = VERSION
+    error: str | None = None
+    results: list[Any] | None = None  # Decision-shaped dicts, in item order
+    data: Any = None
+
+
+_enc = msgspec.msgpack.Encoder()
+_req_dec = msgspec.msgpack.Decoder(Request)
+_resp_dec = msgspec.msgpack.Decoder(Response)
+
+
+def encode(obj: Any) -> bytes:
+    return _enc.encode(obj)
+
+
+def decode_request(frame: bytes) -> Request:
+    return _req_dec.decode(frame)
+
+
+def decode_response(frame: bytes) -> Response:
+    return _resp_dec.decode(frame)
+
+
+def request(kind: str, id: int = 0, items: list | None = None, args: dict | None = None,
+            msg_ids: list[str] | None = None) -> bytes:
+    """Encode a request; items may be Structs, dicts or raw bytes payloads."""
+    body: dict[str, Any] = {"kind": kind, "id": id, "v": VERSION}
+    if items is not None:
+        body["items"] = items
+    if args:
+        body["args"] = args
+    if msg_ids is not None:
+        body["msg_ids"] = msg_ids
+    return _enc.encode(body)

@@ -1,0 +1,1 @@
+"""Pre-trade risk: `book` (state), `validate` (REJECTED), `limits` (ESCALATED), `gate` (the order of them)."""

@@ -1,0 +1,59 @@
+"""Settlement: broker results -> the order's decision, its trades and the position change.
+
+Shared by the hot path and by crash reconciliation, so an order settles the same way whichever
+path decided it.
+"""
+from __future__ import annotations
+
+from engine.broker.base import BrokerOrder, BrokerResult
+from engine.models import Child, Decision, Reason, Status, Trade, reason
+from engine.risk.book import Book
+from engine.store.base import CommitBatch, PositionRow
+
+
+def settle(parent: dict, broker_orders: list[BrokerOrder], results: dict[str, BrokerResult], book: Book,
+           now_ns: int, trades: list[Trade], touched: set[tuple[str, str]]) -> Decision:
+    """Apply the fills to the book, append the trades, and return the parent order's decision."""
+    account, symbol, side = parent["account"], parent["symbol"], parent["side"]
+    sign = 1 if side == "BUY" else -1
+    children: list[Child] = []
+    filled = 0
+    value = 0.0
+    failures: list[str] = []
+    for bo in broker_orders:
+        r = results[bo.client_order_id]
+        if r.status == Status.FILLED.value and r.fill_price is not None:
+            filled += bo.quantity
+            value += bo.quantity * r.fill_price
+            book.apply_fill(account, symbol, sign * bo.quantity, r.fill_price)
+            touched.add((account, symbol))
+            trades.append(Trade(r.trade_id or f"T-{bo.client_order_id}", bo.client_order_id, account, symbol, side,
+                                bo.quantity, r.fill_price, now_ns))
+        else:
+            failures.append(r.reason or reason(Reason.BROKER_REJECTED))
+        children.append(Child(bo.client_order_id, bo.quantity, r.status, r.fill_price, r.trade_id, r.reason))
+
+    quantity = parent["quantity"]
+    if filled == 0:
+        status, reasons = Status.FAILED.value, failures
+    elif filled < quantity:
+        status = Status.FILLED.value
+        reasons = [reason(Reason.PARTIALLY_FILLED, f"filled={filled} of {quantity}")] + failures
+    else:
+        status, reasons = Status.FILLED.value, []
+    single = len(children) == 1
+    return Decision(
+        client_order_id=parent["client_order_id"], status=status, reasons=reasons,
+        fill_price=(round(value / filled, 4) if filled else None),
+        trade_id=children[0].trade_id if single else None,
+        filled_qty=filled, account=account, symbol=symbol, side=side, quantity=quantity,
+        children=[] if single else children, ts=now_ns)
+
+
+def record_book_changes(book: Book, touched: set[tuple[str, str]], batch: CommitBatch) -> None:
+    """Put the positions and day P&L that fills changed into the batch's commit."""
+    for account, symbol in touched:
+        p = book.positions[(account, symbol)]
+        batch.positions.append(PositionRow(account, symbol, p.net_qty, p.avg_price, p.realised_pnl))
+    for account in {a for a, _ in touched}:
+        batch.day_pnl.append((account, book.day, book.day_realised.get(account, 0.0)))

@@ -1,0 +1,15 @@
+"""Step 4: durable records. `base` is the interface, `sqlite` the embedded default, `couchbase` production."""
+from __future__ import annotations
+
+from engine.config import StoreSection
+from engine.store.base import Store
+
+
+def open_store(cfg: StoreSection) -> Store:
+    if cfg.kind == "sqlite":
+        from engine.store.sqlite import SqliteStore
+
+        return SqliteStore(cfg.path)
+    from engine.store.couchbase import CouchbaseStore
+
+    return CouchbaseStore.from_config(cfg)

@@ -1,0 +1,95 @@
+"""Step 4: the store interface. Every backend (SQLite embedded, Couchbase in production) passes the
+same contract suite (tests/engine/test_store_contract.py).
+
+Two writes carry the invariants:
+- `commit_intents`: orders about to be sent, committed *before* the broker is called;
+- `commit`: one atomic batch of decisions, trades, positions, day P&L, ticks, escalations (the
+  outbox), settings and intent resolutions, committed *before* any answer leaves the engine.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import msgspec
+
+from engine.broker.base import BrokerOrder
+from engine.models import Decision, Escalation, Tick, Trade
+
+
+class Intent(msgspec.Struct):
+    """An order the gate passed, recorded before the broker sees it (PENDING until decided)."""
+
+    client_order_id: str
+    content_hash: str
+    order: dict
+    broker_orders: list[BrokerOrder]
+    ts: int
+
+
+class Known(msgspec.Struct):
+    """What the store knows of a client_order_id: its content hash, and its decision unless pending."""
+
+    content_hash: str
+    decision: Decision | None
+
+
+class PositionRow(msgspec.Struct):
+    account: str
+    symbol: str
+    net_qty: int
+    avg_price: float
+    realised_pnl: float
+
+
+class OutboxItem(msgspec.Struct):
+    escalation: Escalation
+    attempts: int
+
+
+class CommitBatch(msgspec.Struct):
+    decisions: list[tuple[Decision, str, dict | None]] = []  # (decision, content hash, order as sent)
+    trades: list[Trade] = []
+    positions: list[PositionRow] = []
+    day_pnl: list[tuple[str, str, float]] = []  # (account, ISO day, realised that day)
+    ticks: list[Tick] = []
+    escalations: list[Escalation] = []
+    settings: dict[str, str] = {}
+    dropped_intents: list[str] = []  # reconciled: the broker never received them
+    anomalies: list[tuple[str, str, str, int]] = []  # (kind, client_order_id, detail, ts)
+
+    def empty(self) -> bool:
+        return not (self.decisions or self.trades or self.positions or self.day_pnl or self.ticks
+                    or self.escalations or self.settings or self.dropped_intents or self.anomalies)
+
+
+class Store(Protocol):
+    # hot path
+    def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]: ...
+    def commit_intents(self, intents: Sequence[Intent]) -> None: ...
+    def commit(self, batch: CommitBatch) -> None: ...
+
+    # start-up and reconciliation
+    def pending_intents(self) -> list[Intent]: ...
+    def positions(self, account: str | None = None) -> list[PositionRow]: ...
+    def last_prices(self) -> dict[str, float]: ...
+    def day_pnl(self, day: str) -> dict[str, float]: ...
+    def settings(self) -> dict[str, str]: ...
+
+    # queries
+    def get_decision(self, client_order_id: str) -> Decision | None: ...
+    def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]: ...
+    def trades(self, client_order_id: str | None = None) -> list[Trade]: ...
+    def ticks(self, symbol: str, limit: int = 100) -> list[Tick]: ...
+    def anomalies(self) -> list[tuple[str, str, str, int]]: ...
+    def counts(self) -> dict[str, int]: ...
+
+    # escalation outbox
+    def outbox_due(self, now_ns: int, limit: int = 100) -> list[OutboxItem]: ...
+    def outbox_delivered(self, escalation_ids: Sequence[str], now_ns: int) -> None: ...
+    def outbox_retry(self, escalation_id: str, next_ns: int, error: str) -> None: ...
+
+    # source checkpoints (e.g. Kinesis sequence numbers per shard)
+    def get_checkpoint(self, key: str) -> str | None: ...
+    def set_checkpoint(self, key: str, value: str) -> None: ...
+
+    def close(self) -> None: ...

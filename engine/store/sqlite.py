@@ -1,0 +1,234 @@
+"""The embedded store: one SQLite file in WAL mode with synchronous=FULL.
+
+A whole batch is one transaction (group commit): one fsync covers every decision in it. Decisions
+are stored as msgpack next to the columns that are queried, so reading one back is one decode.
+One connection per thread; the engine loop is the only writer on the hot path.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+import msgspec
+
+from engine.models import Decision, Escalation, Tick, Trade
+from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+  client_order_id TEXT PRIMARY KEY,
+  content_hash TEXT NOT NULL,
+  state TEXT NOT NULL,            -- PENDING (intent committed, broker maybe called) | DECIDED
+  account TEXT, symbol TEXT, status TEXT,
+  ts INTEGER NOT NULL,
+  intent BLOB,                    -- msgpack Intent while PENDING
+  order_json BLOB,                -- the order as received (msgpack)
+  decision BLOB                   -- msgpack Decision once DECIDED
+);
+CREATE INDEX IF NOT EXISTS orders_pending ON orders(state) WHERE state = 'PENDING';
+CREATE INDEX IF NOT EXISTS orders_account ON orders(account, ts);
+CREATE TABLE IF NOT EXISTS trades (
+  trade_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, account TEXT NOT NULL, symbol TEXT NOT NULL,
+  side TEXT NOT NULL, quantity INTEGER NOT NULL, price REAL NOT NULL, ts INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS trades_order ON trades(client_order_id);
+CREATE TABLE IF NOT EXISTS positions (
+  account TEXT NOT NULL, symbol TEXT NOT NULL, net_qty INTEGER NOT NULL, avg_price REAL NOT NULL,
+  realised_pnl REAL NOT NULL, PRIMARY KEY (account, symbol));
+CREATE TABLE IF NOT EXISTS day_pnl (
+  account TEXT NOT NULL, day TEXT NOT NULL, realised REAL NOT NULL, PRIMARY KEY (account, day));
+CREATE TABLE IF NOT EXISTS ticks (symbol TEXT NOT NULL, ltp REAL NOT NULL, ts INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ticks_symbol ON ticks(symbol, ts);
+CREATE TABLE IF NOT EXISTS last_prices (symbol TEXT PRIMARY KEY, ltp REAL NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+  escalation_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, payload BLOB NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_ns INTEGER NOT NULL, delivered_ns INTEGER, last_error TEXT);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_ns) WHERE delivered_ns IS NULL;
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS anomalies (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, client_order_id TEXT NOT NULL,
+  detail TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_enc = msgspec.msgpack.Encoder()
+_dec_decision = msgspec.msgpack.Decoder(Decision)
+_dec_intent = msgspec.msgpack.Decoder(Intent)
+_dec_escalation = msgspec.msgpack.Decoder(Escalation)
+
+_CHUNK = 500  # stays far below SQLite's bound-parameter limit
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path = p
+        self.db = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(_SCHEMA)
+
+    # -- hot path -----------------------------------------------------------------------------
+    def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]:
+        out: dict[str, Known] = {}
+        ids = list(dict.fromkeys(client_order_ids))
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            q = (f"SELECT client_order_id, content_hash, decision FROM orders "
+                 f"WHERE client_order_id IN ({','.join('?' * len(chunk))})")
+            for coid, h, blob in self.db.execute(q, chunk):
+                out[coid] = Known(h, _dec_decision.decode(blob) if blob is not None else None)
+        return out
+
+    def commit_intents(self, intents: Sequence[Intent]) -> None:
+        if not intents:
+            return
+        rows = [(i.client_order_id, i.content_hash, i.order.get("account"), i.order.get("symbol"), i.ts,
+                 _enc.encode(i), _enc.encode(i.order)) for i in intents]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO orders(client_order_id, content_hash, state, account, symbol, ts, intent, order_json)"
+                " VALUES (?,?,'PENDING',?,?,?,?,?)", rows)
+
+    def commit(self, b: CommitBatch) -> None:
+        if b.empty():
+            return
+        with self._tx() as db:
+            if b.decisions:
+                db.executemany(
+                    "INSERT INTO orders(client_order_id, content_hash, state, account, symbol, status, ts,"
+                    " order_json, decision) VALUES (?,?,'DECIDED',?,?,?,?,?,?)"
+                    " ON CONFLICT(client_order_id) DO UPDATE SET state='DECIDED', status=excluded.status,"
+                    " ts=excluded.ts, decision=excluded.decision, intent=NULL",
+                    [(d.client_order_id, h, d.account, d.symbol, d.status, d.ts,
+                      _enc.encode(o) if o is not None else None, _enc.encode(d)) for d, h, o in b.decisions])
+            if b.trades:
+                db.executemany("INSERT INTO trades VALUES (?,?,?,?,?,?,?,?)",
+                               [(t.trade_id, t.client_order_id, t.account, t.symbol, t.side, t.quantity,
+                                 t.price, t.ts) for t in b.trades])
+            if b.positions:
+                db.executemany("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
+                               [(p.account, p.symbol, p.net_qty, p.avg_price, p.realised_pnl) for p in b.positions])
+            if b.day_pnl:
+                db.executemany("INSERT OR REPLACE INTO day_pnl VALUES (?,?,?)", b.day_pnl)
+            if b.ticks:
+                rows = [(t.symbol, t.ltp, t.ts) for t in b.ticks]
+                db.executemany("INSERT INTO ticks VALUES (?,?,?)", rows)
+                db.executemany("INSERT INTO last_prices VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET"
+                               " ltp=excluded.ltp, ts=excluded.ts WHERE excluded.ts >= last_prices.ts", rows)
+            if b.escalations:
+                db.executemany("INSERT OR IGNORE INTO outbox(escalation_id, client_order_id, payload, next_ns)"
+                               " VALUES (?,?,?,?)",
+                               [(e.escalation_id, e.client_order_id, _enc.encode(e), e.ts) for e in b.escalations])
+            if b.settings:
+                db.executemany("INSERT OR REPLACE INTO settings VALUES (?,?)", list(b.settings.items()))
+            if b.dropped_intents:
+                db.executemany("DELETE FROM orders WHERE client_order_id = ? AND state = 'PENDING'",
+                               [(c,) for c in b.dropped_intents])
+            if b.anomalies:
+                db.executemany("INSERT INTO anomalies(kind, client_order_id, detail, ts) VALUES (?,?,?,?)",
+                               b.anomalies)
+
+    def _tx(self):
+        return _Transaction(self.db)
+
+    # -- start-up -----------------------------------------------------------------------------
+    def pending_intents(self) -> list[Intent]:
+        return [_dec_intent.decode(blob) for (blob,) in
+                self.db.execute("SELECT intent FROM orders WHERE state = 'PENDING' ORDER BY ts")]
+
+    def positions(self, account: str | None = None) -> list[PositionRow]:
+        q = "SELECT account, symbol, net_qty, avg_price, realised_pnl FROM positions"
+        rows = self.db.execute(q + " WHERE account = ? ORDER BY symbol", (account,)) if account \
+            else self.db.execute(q + " ORDER BY account, symbol")
+        return [PositionRow(*r) for r in rows]
+
+    def last_prices(self) -> dict[str, float]:
+        return dict(self.db.execute("SELECT symbol, ltp FROM last_prices"))
+
+    def day_pnl(self, day: str) -> dict[str, float]:
+        return dict(self.db.execute("SELECT account, realised FROM day_pnl WHERE day = ?", (day,)))
+
+    def settings(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM settings"))
+
+    # -- queries ------------------------------------------------------------------------------
+    def get_decision(self, client_order_id: str) -> Decision | None:
+        row = self.db.execute("SELECT decision FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
+        return _dec_decision.decode(row[0]) if row and row[0] is not None else None
+
+    def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]:
+        q = "SELECT decision FROM orders WHERE state = 'DECIDED'"
+        args: tuple = ()
+        if account:
+            q += " AND account = ?"
+            args = (account,)
+        q += " ORDER BY ts, client_order_id LIMIT ?"
+        return [_dec_decision.decode(b) for (b,) in self.db.execute(q, args + (limit,))]
+
+    def trades(self, client_order_id: str | None = None) -> list[Trade]:
+        q = "SELECT * FROM trades"
+        rows = self.db.execute(q + " WHERE client_order_id = ? ORDER BY ts, trade_id", (client_order_id,)) \
+            if client_order_id else self.db.execute(q + " ORDER BY ts, trade_id")
+        return [Trade(*r) for r in rows]
+
+    def ticks(self, symbol: str, limit: int = 100) -> list[Tick]:
+        rows = self.db.execute("SELECT symbol, ltp, ts FROM ticks WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
+                               (symbol, limit))
+        return [Tick(symbol=s, ltp=p, ts=t) for s, p, t in rows]
+
+    def anomalies(self) -> list[tuple[str, str, str, int]]:
+        return [tuple(r) for r in self.db.execute("SELECT kind, client_order_id, detail, ts FROM anomalies ORDER BY seq")]
+
+    def counts(self) -> dict[str, int]:
+        out = {"orders": 0, "pending": 0, "trades": 0, "ticks": 0, "outbox_pending": 0}
+        out.update(dict(self.db.execute("SELECT 'orders', COUNT(*) FROM orders WHERE state='DECIDED' UNION ALL "
+                                        "SELECT 'pending', COUNT(*) FROM orders WHERE state='PENDING' UNION ALL "
+                                        "SELECT 'trades', COUNT(*) FROM trades UNION ALL "
+                                        "SELECT 'ticks', COUNT(*) FROM ticks UNION ALL "
+                                        "SELECT 'outbox_pending', COUNT(*) FROM outbox WHERE delivered_ns IS NULL")))
+        return out
+
+    # -- escalation outbox --------------------------------------------------------------------
+    def outbox_due(self, now_ns: int, limit: int = 100) -> list[OutboxItem]:
+        rows = self.db.execute("SELECT payload, attempts FROM outbox WHERE delivered_ns IS NULL AND next_ns <= ?"
+                               " ORDER BY next_ns LIMIT ?", (now_ns, limit))
+        return [OutboxItem(_dec_escalation.decode(p), a) for p, a in rows]
+
+    def outbox_delivered(self, escalation_ids: Sequence[str], now_ns: int) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET delivered_ns = ?, attempts = attempts + 1 WHERE escalation_id = ?",
+                           [(now_ns, e) for e in escalation_ids])
+
+    def outbox_retry(self, escalation_id: str, next_ns: int, error: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET attempts = attempts + 1, next_ns = ?, last_error = ? WHERE escalation_id = ?",
+                       (next_ns, error[:500], escalation_id))
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def get_checkpoint(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_checkpoint(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: a batch lands whole or not at all."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,124 @@
+"""`wojak`: the one command for every process and tool. Subcommands import what they need lazily,
+so `wojak engine` never loads a cloud SDK."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import sys
+
+import click
+
+SOURCES = ("http", "sqs", "sns", "stepfunctions", "kinesis", "pubsub", "kafka", "rabbitmq")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _config(path: str | None):
+    from engine.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def cli(log_level: str) -> None:
+    """Wojak: pre-trade risk gate and order routing for NSE F&O."""
+    _logging(log_level)
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+def engine(config_path: str | None) -> None:
+    """Run the engine: a ZeroMQ ROUTER at [engine] endpoint."""
+    from engine.server import run
+
+    sys.exit(run(_config(config_path)))
+
+
+@cli.command()
+@click.argument("source", type=click.Choice(SOURCES))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+def sidecar(source: str, config_path: str | None) -> None:
+    """Run the sidecar for SOURCE; its settings come from WOJAK_<SOURCE>_* env vars."""
+    module = importlib.import_module(f"sidecars.{source}")
+    sys.exit(module.main(_config(config_path)))
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+@click.option("--demo", is_flag=True, help="Feed a short realistic stream and print a summary of decisions.")
+def local(config_path: str | None, demo: bool) -> None:
+    """Engine + HTTP sidecar on this host over ipc://, SQLite store, sandbox broker."""
+    from wojak.local import run
+
+    sys.exit(run(_config(config_path), demo=demo))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--orders", "-n", default=200_000, show_default=True, help="Orders to send.")
+@click.option("--window", "-w", default=100, show_default=True, help="Orders in flight.")
+@click.option("--batch", default=10, show_default=True, help="Orders per request frame.")
+@click.option("--tick-every", default=20, show_default=True, help="A tick after every N orders.")
+@click.option("--keep", is_flag=True, help="Keep the benchmark's data directory.")
+def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool) -> None:
+    """Benchmark the real path: DEALER -> ZeroMQ -> engine -> risk -> sandbox -> SQLite FULL -> answer."""
+    from bench.engine_bench import main
+
+    sys.exit(main(orders=orders, window=window, batch=batch, tick_every=tick_every, keep=keep))
+
+
+@cli.group()
+def keys() -> None:
+    """CURVE keys for tcp:// links."""
+
+
+@keys.command("generate")
+@click.option("--dir", "directory", default="keys", show_default=True)
+@click.option("--name", default="engine", show_default=True)
+def keys_generate(directory: str, name: str) -> None:
+    """Write NAME.key (public) and NAME.key_secret into DIR."""
+    from engine.curve import generate
+
+    pub, sec = generate(directory, name)
+    click.echo(f"public: {pub}\nsecret: {sec}  (keep it secret; pass its path or z85 key by env var)")
+
+
+@cli.group()
+def instruments() -> None:
+    """The instrument master."""
+
+
+@instruments.command("sample")
+@click.option("--date", "on", default=None, help="ISO date the master is generated for (default: today, IST).")
+def instruments_sample(on: str | None) -> None:
+    """Print the built-in NSE index F&O sample master as CSV."""
+    from engine.clock import Clock
+    from engine.instruments import sample_csv
+
+    day = dt.date.fromisoformat(on) if on else Clock().local().date()
+    click.echo(sample_csv(day), nl=False)
+
+
+@cli.command()
+@click.argument("stack")
+def plan(stack: str) -> None:
+    """Offline: what `pulumi up -s STACK` would create, by cloud, role and lifecycle, and its monthly cost."""
+    from infra.plan import main
+
+    sys.exit(main(stack))
+
+
+def main() -> None:
+    cli(prog_name="wojak")
+
+
+if __name__ == "__main__":
+    main()
