@@ -215,6 +215,7 @@ class XdcrReplication(pulumi.dynamic.Resource, module="couchbase", name="XdcrRep
 
     def __init__(self, name: str, args: XdcrReplicationArgs, opts: Optional[pulumi.ResourceOptions] = None):
         props = {
+            "source_name": args.source.name,  # lets the policy pack pair the two directions
             "source_host": args.source.host,
             "source_username": args.source.username,
             "source_password": pulumi.Output.secret(args.source.password),

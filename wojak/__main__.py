@@ -1,0 +1,3 @@
+from wojak.cli import main
+
+main()
