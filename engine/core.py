@@ -130,6 +130,9 @@ class Engine:
             return self._bad_request(work, f"unknown kind {req.kind[:40]!r}", req)
         if req.msg_ids is not None and len(req.msg_ids) != len(req.items):
             return self._bad_request(work, "msg_ids must be parallel to items", req)
+        if req.kind == "set_checkpoint" and not (isinstance(req.args.get("key"), str)
+                                                  and isinstance(req.args.get("value"), str)):
+            return self._bad_request(work, "set_checkpoint needs string args key and value", req)
         return req
 
     def _bad_request(self, work: _Work, why: str, req: protocol.Request | None = None) -> _BadRequest:
@@ -286,6 +289,11 @@ class Engine:
             return msgspec.to_builtins(d) if d else None
         if k == "positions":
             return self.positions(req.args.get("account"))
+        if k == "get_checkpoint":
+            return self.store.get_checkpoint(str(req.args.get("key", "")))
+        if k == "set_checkpoint":  # after the batch commit, before the answer: durable when answered
+            self.store.set_checkpoint(str(req.args["key"]), str(req.args["value"]))
+            return True
         if k in ("halt", "resume"):
             return {"halted": self.book.halted, "reason": self.book.halt_reason}
         return {"ok": True, "halted": self.book.halted, "instruments": len(self.instruments),

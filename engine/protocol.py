@@ -10,6 +10,8 @@ A request names its kind and carries a batch of items:
     positions     args = {"account": ...} (optional)
     halt/resume   args = {"reason": ...} (optional)
     health        -
+    get_checkpoint / set_checkpoint   args = {"key", "value"}: a source's durable position (e.g. a
+                  Kinesis shard's last answered sequence number), kept in the engine's store
 
 The answer carries the request's `id`, so a DEALER may keep many requests in flight. An item the
 engine cannot parse is still answered, in its place, by a REJECTED/SCHEMA decision.
@@ -21,7 +23,8 @@ from typing import Any
 import msgspec
 
 VERSION = 1
-KINDS = frozenset({"submit_order", "tick", "ingest", "get_order", "positions", "halt", "resume", "health"})
+KINDS = frozenset({"submit_order", "tick", "ingest", "get_order", "positions", "halt", "resume", "health",
+                   "get_checkpoint", "set_checkpoint"})
 
 
 class Request(msgspec.Struct, omit_defaults=True):
