@@ -72,7 +72,7 @@ class Engine:
         self.broker = broker
         self.instruments = instruments
         self.clock = clock or Clock(cfg.risk.timezone, cfg.engine.simulated_start)
-        self.book = Book()
+        self.book = Book(refresh_ns=cfg.risk.mtm_refresh_ms * 1_000_000)
         self.gate = Gate(instruments, self.book, cfg.risk)
         self.ltp_ts: dict[str, int] = {}
         self.stats: Counter[str] = Counter()
@@ -100,6 +100,7 @@ class Engine:
     def handle(self, frames: list[bytes]) -> list[bytes]:
         moment = Moment.at(self.clock, self.cfg.risk)
         self._roll_day(moment)
+        self.book.begin_batch(moment.ns)
         work = _Work(moment)
         requests = [self._decode(f, work) for f in frames]
         if self.needs_reconcile:
@@ -114,7 +115,7 @@ class Engine:
         known = self._lookup(parsed)
         answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
         self._execute(work)
-        self.book.clear_pending()
+        self.book.end_batch()
         record_book_changes(self.book, work.touched, work.commit)
         self.store.commit(work.commit)  # durable before any answer exists
         return [self._answer(r, a) for r, a in zip(requests, answers)]

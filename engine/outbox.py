@@ -67,6 +67,8 @@ def backoff_ns(attempts: int) -> int:
 
 
 class OutboxWorker(threading.Thread):
+    """Delivers escalations; on SQLite it also checkpoints the WAL, off the engine's hot path."""
+
     def __init__(self, open_store: Callable[[], Store], sink: Sink, max_attempts: int,
                  interval_s: float = 0.5) -> None:
         super().__init__(name="wojak-outbox", daemon=True)
@@ -82,6 +84,8 @@ class OutboxWorker(threading.Thread):
         try:
             while not self.stopping.is_set():
                 self.drain(store)
+                if hasattr(store, "checkpoint"):
+                    store.checkpoint("PASSIVE")
                 self.wake.wait(self.interval_s)
                 self.wake.clear()
             self.drain(store)

@@ -31,7 +31,7 @@ def build(cfg: Config) -> Engine:
     from engine.clock import Clock
 
     clock = Clock(cfg.risk.timezone, cfg.engine.simulated_start)
-    store = open_store(cfg.store)
+    store = open_store(cfg.store, hot_path=True)
     journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.db"))
     broker = SandboxBroker(journal, cfg.broker.fill_probability, cfg.broker.seed, cfg.broker.latency_ms)
     instruments = load_instruments(cfg.instruments.path, clock.local().date())
@@ -53,6 +53,7 @@ class Server:
         self.outbox = OutboxWorker(lambda: open_store(cfg.store), make_sink(cfg.escalation),
                                    cfg.escalation.max_attempts)
         self.batches = 0
+        self.requests = 0
 
     def bind(self) -> None:
         ec = self.cfg.engine
@@ -102,6 +103,7 @@ class Server:
                 for env, answer in zip(envelopes, answers):
                     sock.send_multipart(env + [answer])
                 self.batches += 1
+                self.requests += len(payloads)
                 if self.engine.stats["ESCALATED"] != escalated_before:
                     self.outbox.wake.set()
         finally:
@@ -130,5 +132,6 @@ def run(cfg: Config) -> int:
     signal.signal(signal.SIGINT, server.stop)
     started = time.monotonic()
     server.serve_forever()
-    log.info("engine stopped after %.1fs, %d batches", time.monotonic() - started, server.batches)
+    log.info("engine stopped after %.1fs: %d requests in %d batches", time.monotonic() - started,
+             server.requests, server.batches)
     return 0

@@ -5,6 +5,10 @@ book (single writer), so the hot path never reads the store for risk.
 
 Orders that passed the gate but whose broker answer has not been applied yet are *pending*: limits
 count them as if filled (an open order is exposure), which keeps a batch as safe as one-at-a-time.
+
+An account's gross exposure and mark-to-market follow every position change exactly (term by
+term, O(1) per order) and are revalued at market prices at most `refresh_ns` apart (default
+500 ms): walking every held symbol for every order would cost more than the rest of the gate.
 """
 from __future__ import annotations
 
@@ -38,6 +42,13 @@ class PositionState:
         return pnl
 
 
+@dataclass(slots=True)
+class _Exposure:
+    gross: float = 0.0
+    mtm: float = 0.0
+    stamp: int = 0  # ns of the last full revaluation
+
+
 @dataclass
 class Book:
     positions: dict[tuple[str, str], PositionState] = field(default_factory=dict)
@@ -49,6 +60,11 @@ class Book:
     held: dict[str, set[str]] = field(default_factory=dict)  # account -> symbols with a position
     pending: dict[tuple[str, str], int] = field(default_factory=dict)
     rate: dict[str, deque] = field(default_factory=dict)
+    refresh_ns: int = 500_000_000  # [risk] mtm_refresh_ms
+    now_ns: int = 0
+    _exposure: dict[str, _Exposure] = field(default_factory=dict)
+    _gterm: dict[tuple[str, str], float] = field(default_factory=dict)
+    _mterm: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def roll_day(self, day: str) -> None:
         if day != self.day:
@@ -61,32 +77,59 @@ class Book:
         pos = self.positions.get(key)
         return (pos.net_qty if pos else 0) + self.pending.get(key, 0)
 
-    def add_pending(self, account: str, symbol: str, signed_qty: int) -> None:
+    # -- exposure: exact for every position change, revalued at market every refresh_ns ----------
+    def begin_batch(self, now_ns: int) -> None:
+        self.now_ns = now_ns
+
+    def add_pending(self, account: str, symbol: str, signed_qty: int, price: float | None = None) -> None:
         key = (account, symbol)
         self.pending[key] = self.pending.get(key, 0) + signed_qty
         self.held.setdefault(account, set()).add(symbol)
+        self._recount(account, symbol, price)
 
-    def clear_pending(self) -> None:
+    def end_batch(self) -> None:
+        """The batch's pending orders are settled (filled into positions, or failed): count them so."""
+        keys = list(self.pending)
         self.pending.clear()
+        for account, symbol in keys:
+            self._recount(account, symbol)
 
     def gross_exposure(self, account: str) -> float:
-        total = 0.0
-        for sym in self.held.get(account, ()):
-            px = self.ltp.get(sym)
-            if px is None:
-                pos = self.positions.get((account, sym))
-                px = pos.avg_price if pos else 0.0
-            total += abs(self.net(account, sym)) * px
-        return total
+        """Sum of |net qty incl. pending| x last price (average price where no tick yet)."""
+        return self._view(account).gross
 
     def mtm(self, account: str) -> float:
-        total = 0.0
-        for sym in self.held.get(account, ()):
-            pos = self.positions.get((account, sym))
-            px = self.ltp.get(sym)
-            if pos and pos.net_qty and px is not None:
-                total += (px - pos.avg_price) * pos.net_qty
-        return total
+        """Mark-to-market of open positions against their average price."""
+        return self._view(account).mtm
+
+    def _view(self, account: str) -> _Exposure:
+        e = self._exposure.get(account)
+        if e is None or self.now_ns - e.stamp > self.refresh_ns:
+            e = self._exposure[account] = _Exposure(stamp=self.now_ns)
+            for sym in self.held.get(account, ()):
+                self._recount(account, sym, fresh=e)
+        return e
+
+    def _recount(self, account: str, symbol: str, price: float | None = None, fresh: _Exposure | None = None) -> None:
+        """Replace one (account, symbol) term in the account's gross exposure and MTM."""
+        e = fresh or self._exposure.get(account)
+        if e is None:
+            return  # valued in full on first use
+        key = (account, symbol)
+        pos = self.positions.get(key)
+        px = self.ltp.get(symbol)
+        held = pos.net_qty if pos else 0
+        gpx = px if px is not None else (pos.avg_price if held else (price or 0.0))
+        g = abs(held + self.pending.get(key, 0)) * gpx
+        m = (px - pos.avg_price) * held if (held and px is not None) else 0.0
+        if fresh is None:
+            e.gross += g - self._gterm.get(key, 0.0)
+            e.mtm += m - self._mterm.get(key, 0.0)
+        else:
+            e.gross += g
+            e.mtm += m
+        self._gterm[key] = g
+        self._mterm[key] = m
 
     def day_pnl(self, account: str) -> float:
         """Realised today plus mark-to-market of open positions against their average price."""
@@ -101,6 +144,7 @@ class Book:
         if pnl:
             self.day_realised[account] = self.day_realised.get(account, 0.0) + pnl
         self.held.setdefault(account, set()).add(symbol)
+        self._recount(account, symbol)
         return pos
 
     def take_rate_slot(self, account: str, now_ns: int, limit: int) -> bool:

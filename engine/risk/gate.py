@@ -48,7 +48,7 @@ class Gate:
         breaches, price = check_limits(order, inst, book, now, self.risk, net, reducing)
         if breaches:
             return Verdict(Status.ESCALATED.value, breaches, price)
-        book.add_pending(order.account, order.symbol, signed)
+        book.add_pending(order.account, order.symbol, signed, price)
         child_qtys = None
         if order.quantity > inst.max_order_qty:  # only reachable with freeze_qty_policy = "slice"
             child_qtys = slices(order.quantity, inst.max_order_qty)

@@ -5,11 +5,12 @@ from engine.config import StoreSection
 from engine.store.base import Store
 
 
-def open_store(cfg: StoreSection) -> Store:
+def open_store(cfg: StoreSection, hot_path: bool = False) -> Store:
+    """hot_path: the engine's own writer (SQLite: checkpoints move to a background thread)."""
     if cfg.kind == "sqlite":
         from engine.store.sqlite import SqliteStore
 
-        return SqliteStore(cfg.path)
+        return SqliteStore(cfg.path, checkpoint_in_background=hot_path)
     from engine.store.couchbase import CouchbaseStore
 
     return CouchbaseStore.from_config(cfg)
