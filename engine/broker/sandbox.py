@@ -18,7 +18,7 @@ from engine.models import Reason, reason
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
   client_order_id TEXT PRIMARY KEY, status TEXT NOT NULL, fill_price REAL, trade_id TEXT,
-  reason TEXT, ts INTEGER NOT NULL);
+  reason TEXT, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS calls (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL, ts INTEGER NOT NULL);
 """

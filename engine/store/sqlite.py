@@ -1,5 +1,8 @@
 """The embedded store: one SQLite file in WAL mode with synchronous=FULL.
 
+Keyed tables are WITHOUT ROWID (one b-tree each, not a table plus a key index): a commit writes every
+page it touches to the WAL and fsyncs it, so pages per batch is what the hot path costs.
+
 A whole batch is one transaction (group commit): one fsync covers every decision in it. Decisions
 are stored as msgpack next to the columns that are queried, so reading one back is one decode.
 One connection per thread; the engine loop is the only writer on the hot path.
@@ -16,38 +19,41 @@ from engine.models import Decision, Escalation, Tick, Trade
 from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow
 
 _SCHEMA = """
+-- Decided orders: one row each, written once.
 CREATE TABLE IF NOT EXISTS orders (
   client_order_id TEXT PRIMARY KEY,
   content_hash TEXT NOT NULL,
-  state TEXT NOT NULL,            -- PENDING (intent committed, broker maybe called) | DECIDED
   account TEXT, symbol TEXT, status TEXT,
   ts INTEGER NOT NULL,
-  intent BLOB,                    -- msgpack Intent while PENDING
   order_json BLOB,                -- the order as received (msgpack)
-  decision BLOB                   -- msgpack Decision once DECIDED
-);
-CREATE INDEX IF NOT EXISTS orders_pending ON orders(state) WHERE state = 'PENDING';
+  decision BLOB NOT NULL          -- msgpack Decision
+) WITHOUT ROWID;
+-- Intents: orders about to reach the broker, appended before the call and deleted in the commit that
+-- records their decision. Whatever is here after a crash is what reconciliation asks the broker about;
+-- it holds at most one batch, so it needs no index.
+CREATE TABLE IF NOT EXISTS intents (
+  seq INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL, content_hash TEXT NOT NULL, intent BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS trades (
   trade_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, account TEXT NOT NULL, symbol TEXT NOT NULL,
   side TEXT NOT NULL, quantity INTEGER NOT NULL, price REAL NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS trades_order ON trades(client_order_id);
 CREATE TABLE IF NOT EXISTS positions (
   account TEXT NOT NULL, symbol TEXT NOT NULL, net_qty INTEGER NOT NULL, avg_price REAL NOT NULL,
-  realised_pnl REAL NOT NULL, PRIMARY KEY (account, symbol));
+  realised_pnl REAL NOT NULL, PRIMARY KEY (account, symbol)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS day_pnl (
-  account TEXT NOT NULL, day TEXT NOT NULL, realised REAL NOT NULL, PRIMARY KEY (account, day));
+  account TEXT NOT NULL, day TEXT NOT NULL, realised REAL NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ticks (symbol TEXT NOT NULL, ltp REAL NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ticks_symbol ON ticks(symbol, ts);
-CREATE TABLE IF NOT EXISTS last_prices (symbol TEXT PRIMARY KEY, ltp REAL NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS last_prices (symbol TEXT PRIMARY KEY, ltp REAL NOT NULL, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
   escalation_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, payload BLOB NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0, next_ns INTEGER NOT NULL, delivered_ns INTEGER, last_error TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_ns) WHERE delivered_ns IS NULL;
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS anomalies (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, client_order_id TEXT NOT NULL,
   detail TEXT NOT NULL, ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 _enc = msgspec.msgpack.Encoder()
@@ -56,6 +62,10 @@ _dec_intent = msgspec.msgpack.Decoder(Intent)
 _dec_escalation = msgspec.msgpack.Decoder(Escalation)
 
 _CHUNK = 500  # stays far below SQLite's bound-parameter limit
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
 
 class SqliteStore:
@@ -78,23 +88,25 @@ class SqliteStore:
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]:
         out: dict[str, Known] = {}
         ids = list(dict.fromkeys(client_order_ids))
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i:i + _CHUNK]
+        for chunk in _chunks(ids):
             q = (f"SELECT client_order_id, content_hash, decision FROM orders "
                  f"WHERE client_order_id IN ({','.join('?' * len(chunk))})")
             for coid, h, blob in self.db.execute(q, chunk):
-                out[coid] = Known(h, _dec_decision.decode(blob) if blob is not None else None)
+                out[coid] = Known(h, _dec_decision.decode(blob))
+        if self.db.execute("SELECT EXISTS (SELECT 1 FROM intents)").fetchone()[0]:
+            for chunk in _chunks([c for c in ids if c not in out]):
+                q = (f"SELECT client_order_id, content_hash FROM intents "
+                     f"WHERE client_order_id IN ({','.join('?' * len(chunk))})")
+                for coid, h in self.db.execute(q, chunk):
+                    out[coid] = Known(h, None)
         return out
 
     def commit_intents(self, intents: Sequence[Intent]) -> None:
         if not intents:
             return
-        rows = [(i.client_order_id, i.content_hash, i.order.get("account"), i.order.get("symbol"), i.ts,
-                 _enc.encode(i)) for i in intents]
+        rows = [(i.client_order_id, i.content_hash, _enc.encode(i)) for i in intents]
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO orders(client_order_id, content_hash, state, account, symbol, ts, intent)"
-                " VALUES (?,?,'PENDING',?,?,?,?)", rows)
+            db.executemany("INSERT INTO intents(client_order_id, content_hash, intent) VALUES (?,?,?)", rows)
 
     def commit(self, b: CommitBatch) -> None:
         if b.empty():
@@ -102,12 +114,14 @@ class SqliteStore:
         with self._tx() as db:
             if b.decisions:
                 db.executemany(
-                    "INSERT INTO orders(client_order_id, content_hash, state, account, symbol, status, ts,"
-                    " order_json, decision) VALUES (?,?,'DECIDED',?,?,?,?,?,?)"
-                    " ON CONFLICT(client_order_id) DO UPDATE SET state='DECIDED', status=excluded.status,"
-                    " decision=excluded.decision, order_json=excluded.order_json, intent=NULL",
+                    "INSERT INTO orders(client_order_id, content_hash, account, symbol, status, ts, order_json,"
+                    " decision) VALUES (?,?,?,?,?,?,?,?)",
                     [(d.client_order_id, h, d.account, d.symbol, d.status, d.ts,
                       _enc.encode(o) if o is not None else None, _enc.encode(d)) for d, h, o in b.decisions])
+            resolved = [d.client_order_id for d, _, _ in b.decisions] + list(b.dropped_intents)
+            if resolved and db.execute("SELECT EXISTS (SELECT 1 FROM intents)").fetchone()[0]:
+                for chunk in _chunks(resolved):
+                    db.execute(f"DELETE FROM intents WHERE client_order_id IN ({','.join('?' * len(chunk))})", chunk)
             if b.trades:
                 db.executemany("INSERT INTO trades VALUES (?,?,?,?,?,?,?,?)",
                                [(t.trade_id, t.client_order_id, t.account, t.symbol, t.side, t.quantity,
@@ -131,9 +145,6 @@ class SqliteStore:
                                [(e.escalation_id, e.client_order_id, _enc.encode(e), e.ts) for e in b.escalations])
             if b.settings:
                 db.executemany("INSERT OR REPLACE INTO settings VALUES (?,?)", list(b.settings.items()))
-            if b.dropped_intents:
-                db.executemany("DELETE FROM orders WHERE client_order_id = ? AND state = 'PENDING'",
-                               [(c,) for c in b.dropped_intents])
             if b.anomalies:
                 db.executemany("INSERT INTO anomalies(kind, client_order_id, detail, ts) VALUES (?,?,?,?)",
                                b.anomalies)
@@ -143,8 +154,7 @@ class SqliteStore:
 
     # -- start-up -----------------------------------------------------------------------------
     def pending_intents(self) -> list[Intent]:
-        return [_dec_intent.decode(blob) for (blob,) in
-                self.db.execute("SELECT intent FROM orders WHERE state = 'PENDING' ORDER BY ts")]
+        return [_dec_intent.decode(blob) for (blob,) in self.db.execute("SELECT intent FROM intents ORDER BY seq")]
 
     def positions(self, account: str | None = None) -> list[PositionRow]:
         q = "SELECT account, symbol, net_qty, avg_price, realised_pnl FROM positions"
@@ -167,10 +177,10 @@ class SqliteStore:
         return _dec_decision.decode(row[0]) if row and row[0] is not None else None
 
     def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]:
-        q = "SELECT decision FROM orders WHERE state = 'DECIDED'"
+        q = "SELECT decision FROM orders"
         args: tuple = ()
         if account:
-            q += " AND account = ?"
+            q += " WHERE account = ?"
             args = (account,)
         q += " ORDER BY ts, client_order_id LIMIT ?"
         return [_dec_decision.decode(b) for (b,) in self.db.execute(q, args + (limit,))]
@@ -191,8 +201,8 @@ class SqliteStore:
 
     def counts(self) -> dict[str, int]:
         out = {"orders": 0, "pending": 0, "trades": 0, "ticks": 0, "outbox_pending": 0}
-        out.update(dict(self.db.execute("SELECT 'orders', COUNT(*) FROM orders WHERE state='DECIDED' UNION ALL "
-                                        "SELECT 'pending', COUNT(*) FROM orders WHERE state='PENDING' UNION ALL "
+        out.update(dict(self.db.execute("SELECT 'orders', COUNT(*) FROM orders UNION ALL "
+                                        "SELECT 'pending', COUNT(*) FROM intents UNION ALL "
                                         "SELECT 'trades', COUNT(*) FROM trades UNION ALL "
                                         "SELECT 'ticks', COUNT(*) FROM ticks UNION ALL "
                                         "SELECT 'outbox_pending', COUNT(*) FROM outbox WHERE delivered_ns IS NULL")))
