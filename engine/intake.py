@@ -44,7 +44,7 @@ def _bytes_hash(data: bytes) -> str:
 
 
 def _garbage_key(msg_id: str | None, data: bytes) -> str:
-    if msg_id and _ID.match("!" + msg_id[:63]):
+    if msg_id and _ID.match(msg_id[:63]):
         return "!" + msg_id[:63]
     return "!h:" + _bytes_hash(data)
 

@@ -56,9 +56,15 @@ def sidecar(source: str, config_path: str | None) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
 @click.option("--demo", is_flag=True, help="Feed a short realistic stream and print a summary of decisions.")
 def local(config_path: str | None, demo: bool) -> None:
-    """Engine + HTTP sidecar on this host over ipc://, SQLite store, sandbox broker."""
+    """Engine + HTTP sidecar on this host over ipc://, SQLite store, sandbox broker.
+
+    Uses ./wojak.toml when it exists and no --config is given; built-in defaults otherwise."""
+    from pathlib import Path
+
     from wojak.local import run
 
+    if config_path is None and Path("wojak.toml").is_file():
+        config_path = "wojak.toml"
     sys.exit(run(_config(config_path), demo=demo))
 
 

@@ -156,7 +156,7 @@ def detail(row: Row) -> str:
 def run(base: str, token: str = "", tls: bool = False, pace_s: float = 0.05) -> Counter:
     """Play the session against a running HTTP sidecar and print the summary; returns status counts."""
     api = Api(base, token, tls)
-    run_id = time.strftime("%H%M%S")
+    run_id = f"{int(time.time()):x}"  # the store keeps every past run: ids must not repeat
     rows: list[Row] = []
     ticks = 0
     print("\nDemo: ticks and orders on the sample NSE instruments, through the HTTP API\n", flush=True)
@@ -180,18 +180,18 @@ def run(base: str, token: str = "", tls: bool = False, pace_s: float = 0.05) -> 
         _, positions = api.call("GET", "/v1/positions")
     finally:
         api.close()
-    counts = Counter(_status(r) for r in rows)
+    counts = Counter(_status(r) for r in rows if not r.answer.get("duplicate"))  # decisions, not answers
     _print(rows, positions.get("positions", []), counts, ticks)
     return counts
 
 
 def _print(rows: list[Row], positions: list[dict], counts: Counter, ticks: int) -> None:
-    head = f"{'client_order_id':<18} {'account':<7} {'symbol':<24} {'side':<4} {'qty':>5} {'type':<6} {'status':<10} detail"
+    head = f"{'client_order_id':<20} {'account':<7} {'symbol':<24} {'side':<4} {'qty':>5} {'type':<6} {'status':<10} detail"
     print(head)
     print("-" * len(head))
     for r in rows:
         status = _status(r)
-        print(f"{r.client_order_id:<18} {r.account:<7} {r.symbol:<24} {r.side:<4} {str(r.quantity):>5} "
+        print(f"{r.client_order_id:<20} {r.account:<7} {r.symbol:<24} {r.side:<4} {str(r.quantity):>5} "
               f"{r.order_type:<6} {status:<10} {detail(r)}")
     print("\nSummary of decisions")
     for status in ("FILLED", "FAILED", "REJECTED", "ESCALATED"):
@@ -203,5 +203,5 @@ def _print(rows: list[Row], positions: list[dict], counts: Counter, ticks: int) 
     for p in positions:
         ltp = f"{p['ltp']:.2f}" if p.get("ltp") is not None else "-"
         print(f"  {p['account']:<7} {p['symbol']:<24} {p['net_qty']:>7} {p['avg_price']:>10.2f} {ltp:>10} "
-              f"{p['realised_pnl']:>10.2f} {p['unrealised_pnl']:>10.2f}")
+              f"{p['realised_pnl'] + 0.0:>10.2f} {p['unrealised_pnl'] + 0.0:>10.2f}")  # no "-0.00"
     print(flush=True)
