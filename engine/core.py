@@ -89,7 +89,9 @@ class Engine:
             self.book.positions[(p.account, p.symbol)] = PositionState(p.net_qty, p.avg_price, p.realised_pnl)
             if p.net_qty:
                 self.book.held.setdefault(p.account, set()).add(p.symbol)
-        self.book.ltp.update(self.store.last_prices())
+        for symbol, (ltp, ts) in self.store.last_prices().items():
+            self.book.ltp[symbol] = ltp
+            self.ltp_ts[symbol] = ts
         self.book.day_realised = dict(self.store.day_pnl(self.book.day))
         settings = self.store.settings()
         self.book.halted = settings.get("halted") == "1"
@@ -123,7 +125,7 @@ class Engine:
     def _decode(self, frame: bytes, work: _Work) -> protocol.Request | _BadRequest:
         try:
             req = protocol.decode_request(frame)
-        except (msgspec.DecodeError, TypeError) as e:
+        except (msgspec.DecodeError, UnicodeDecodeError, TypeError) as e:
             return self._bad_request(work, f"not a wojak request: {e}")
         if req.v != protocol.VERSION:
             return self._bad_request(work, f"unsupported protocol version {req.v}", req)

@@ -23,6 +23,8 @@ _json_any = msgspec.json.Decoder()
 _enc = msgspec.msgpack.Encoder()
 
 MAX_PAYLOAD = 64 * 1024  # a source message larger than this is not an order
+# msgspec raises UnicodeDecodeError, not DecodeError, for a msgpack string that is not UTF-8.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 @dataclass(slots=True)
@@ -62,11 +64,11 @@ def parse(raw: bytes, msg_id: str | None = None, want_tick: bool = False) -> Ite
     if not want_tick:
         try:  # fast path: a well-formed msgpack order
             return _order_item(_msgpack_order.decode(raw))
-        except msgspec.DecodeError:
+        except _UNDECODABLE:
             pass
     try:
         obj = _msgpack_any.decode(raw)
-    except msgspec.DecodeError as e:
+    except _UNDECODABLE as e:
         return Item(_garbage_key(msg_id, bytes(raw)), error=_schema_error(e), content_hash=_bytes_hash(bytes(raw)))
     if isinstance(obj, (bytes, str)):
         return parse_payload(obj.encode() if isinstance(obj, str) else obj, msg_id, want_tick)
@@ -81,11 +83,11 @@ def parse_payload(data: bytes, msg_id: str | None = None, want_tick: bool = Fals
     if not want_tick:
         try:
             return _order_item(_json_order.decode(data))
-        except msgspec.DecodeError:
+        except _UNDECODABLE:
             pass
     try:
         obj = _json_any.decode(data)
-    except msgspec.DecodeError as e:
+    except _UNDECODABLE as e:
         return Item(_garbage_key(msg_id, data), error=reason(Reason.SCHEMA, f"not JSON: {e}"[:300]),
                     content_hash=_bytes_hash(data))
     return _from_object(obj, data, msg_id, want_tick)
@@ -110,9 +112,15 @@ def _from_object(obj: object, data: bytes, msg_id: str | None, want_tick: bool) 
 
 
 def _safe(obj: dict) -> dict:
-    """A bounded, storable copy of what a bad message said (for the record, not for trading)."""
-    out = {}
+    """A bounded, storable copy of what a bad message said (for the record, not for trading).
+    Integers msgpack cannot hold (beyond 64 bits) are kept as their text."""
+    out: dict = {}
     for k, v in list(obj.items())[:20]:
-        if isinstance(v, (str, int, float, bool)) or v is None:
-            out[str(k)[:64]] = v[:256] if isinstance(v, str) else v
+        if isinstance(v, str):
+            v = v[:256]
+        elif isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**64:
+            v = str(v)[:64]
+        elif not (isinstance(v, (int, float, bool)) or v is None):
+            continue
+        out[str(k)[:64]] = v
     return out

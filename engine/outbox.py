@@ -70,12 +70,13 @@ class OutboxWorker(threading.Thread):
     """Delivers escalations; on SQLite it also checkpoints the WAL, off the engine's hot path."""
 
     def __init__(self, open_store: Callable[[], Store], sink: Sink, max_attempts: int,
-                 interval_s: float = 0.5) -> None:
+                 interval_s: float = 0.5, now_ns: Callable[[], int] = time.time_ns) -> None:
         super().__init__(name="wojak-outbox", daemon=True)
         self._open_store = open_store
         self.sink = sink
         self.max_attempts = max_attempts
         self.interval_s = interval_s
+        self.now_ns = now_ns  # the engine's clock: escalations are due by the time they were made
         self.wake = threading.Event()
         self.stopping = threading.Event()
 
@@ -95,7 +96,7 @@ class OutboxWorker(threading.Thread):
     def drain(self, store: Store) -> int:
         delivered = 0
         while True:
-            due = store.outbox_due(time.time_ns(), limit=100)
+            due = store.outbox_due(self.now_ns(), limit=100)
             if not due:
                 return delivered
             ok: list[str] = []
@@ -108,9 +109,9 @@ class OutboxWorker(threading.Thread):
                     if item.attempts + 1 >= self.max_attempts:
                         log.error("escalation %s undeliverable after %d attempts: %s (kept in outbox)",
                                   e.escalation_id, item.attempts + 1, err)
-                    store.outbox_retry(e.escalation_id, time.time_ns() + backoff_ns(item.attempts), str(err))
+                    store.outbox_retry(e.escalation_id, self.now_ns() + backoff_ns(item.attempts), str(err))
             if ok:
-                store.outbox_delivered(ok, time.time_ns())
+                store.outbox_delivered(ok, self.now_ns())
                 delivered += len(ok)
             if len(ok) < len(due):
                 return delivered

@@ -51,7 +51,7 @@ class Server:
         self.sock: zmq.Socket | None = None
         self.auth = None
         self.outbox = OutboxWorker(lambda: open_store(cfg.store), make_sink(cfg.escalation),
-                                   cfg.escalation.max_attempts)
+                                   cfg.escalation.max_attempts, now_ns=self.engine.clock.now_ns)
         self.batches = 0
         self.requests = 0
 

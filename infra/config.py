@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 
+from infra.network import is_private_range
+
 NAMESPACE = "wojak"
 CLOUDS = ("aws", "gcp")
 SOURCES = ("http", "sqs", "sns", "stepfunctions", "kinesis", "pubsub", "kafka", "rabbitmq")
@@ -214,7 +216,7 @@ def _check_cidr(key: str, v: str, private: bool) -> str:
         net = ipaddress.ip_network(v, strict=True)
     except ValueError as exc:
         raise ConfigError(f"{key}: {v!r} is not a CIDR ({exc})") from None
-    if private and not net.is_private:
+    if private and not is_private_range(v):
         raise ConfigError(f"{key}: {v!r} must be a private range")
     return v
 
@@ -421,6 +423,12 @@ def parse(stack: str, reader: Callable[[str], Optional[str]]) -> StackSettings:
         buckets=_parse_buckets(cb),
         password=_secret("couchbasePassword", reader, True),  # type: ignore[arg-type]
     )
+    tag = couchbase.image_ref.rsplit("/", 1)[-1].partition(":")[2]
+    if tag and couchbase.version not in tag:
+        # the version is what the bootstrap and the docs promise: the image must agree with it
+        raise ConfigError(
+            f"{NAMESPACE}:couchbase.imageRef: tag {tag!r} does not carry couchbase.version {couchbase.version}"
+        )
     if sum(b.ram_mb for b in couchbase.buckets) > couchbase.data_ram_mb:
         raise ConfigError(f"{NAMESPACE}:couchbase.buckets: bucket RAM exceeds couchbase.dataRamMb")
 

@@ -7,7 +7,7 @@ own VMs (data nodes with their volumes, spot ASGs) and gives spot draining and s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -83,8 +83,8 @@ class Container:
     image: str
     command: Sequence[str] = ()
     entry_point: Sequence[str] = ()
-    env: Mapping[str, str] = None  # type: ignore[assignment]
-    secrets: Mapping[str, str] = None  # type: ignore[assignment]  # env name -> secret JSON key
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)  # env name -> key in the JSON secret
     essential: bool = True
     memory_reservation: int = 256
     mounts: Sequence[tuple[str, str]] = ()  # (volume, containerPath)
@@ -102,8 +102,8 @@ def container_definitions(containers: Sequence[Container], secrets: AwsSecrets) 
             "essential": c.essential,
             "memoryReservation": c.memory_reservation,
             "stopTimeout": c.stop_timeout,
-            "environment": [{"name": k, "value": v} for k, v in sorted((c.env or {}).items())],
-            "secrets": [{"name": k, "valueFrom": f"{arn}:{v}::"} for k, v in sorted((c.secrets or {}).items())],
+            "environment": [{"name": k, "value": v} for k, v in sorted(c.env.items())],
+            "secrets": [{"name": k, "valueFrom": f"{arn}:{v}::"} for k, v in sorted(c.secrets.items())],
             "mountPoints": [{"sourceVolume": v, "containerPath": p} for v, p in c.mounts],
             "ulimits": [{"name": "nofile", "softLimit": 200000, "hardLimit": 200000}],
             "logConfiguration": {"logDriver": "json-file"},

@@ -7,7 +7,7 @@ the node service account only; the VM's start script reads them into a tmpfs env
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import pulumi
@@ -29,7 +29,6 @@ class AwsSecrets(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsSecretsArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("wojak:secrets:AwsSecrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.names = sorted(args.values)
         self.secret = aws.secretsmanager.Secret(
             f"{name}-env", tags=base_aws_tags(args.stack, f"{name}-env"), opts=child
         )
@@ -42,17 +41,13 @@ class AwsSecrets(pulumi.ComponentResource):
         )
         self.register_outputs({"secretArn": self.secret.arn})
 
-    def value_from(self, key: str) -> pulumi.Output:
-        """ECS `valueFrom` for one key of the JSON secret."""
-        return self.secret.arn.apply(lambda arn: f"{arn}:{key}::")
-
 
 @dataclass
 class GcpSecretsArgs:
     stack: str
     project: str
     values: Mapping[str, pulumi.Output]
-    reader_email: pulumi.Output = field(default=None)  # type: ignore[assignment]
+    reader_email: pulumi.Input[str] = ""  # the node service account that may read the secrets
 
 
 def gcp_secret_id(stack: str, key: str) -> str:
@@ -81,14 +76,14 @@ class GcpSecrets(pulumi.ComponentResource):
                 project=args.project,
                 secret_id=secret.secret_id,
                 role="roles/secretmanager.secretAccessor",
-                member=args.reader_email.apply(lambda e: f"serviceAccount:{e}"),
+                member=pulumi.Output.from_input(args.reader_email).apply(lambda e: f"serviceAccount:{e}"),
                 opts=child,
             )
             self.ids[key] = secret_id
         self.register_outputs({"secretIds": list(self.ids.values())})
 
 
-def gcp_fetch_script(project: str, ids: Mapping[str, str], env_file: str, aliases: Mapping[str, str] = None) -> str:
+def gcp_fetch_script(project: str, ids: Mapping[str, str], env_file: str, aliases: Optional[Mapping[str, str]] = None) -> str:
     """Shell run at boot on a COS VM: read the named secrets into a root-only tmpfs env file.
 
     `aliases` adds extra names for a value (the Couchbase bootstrap reads CB_PASSWORD).

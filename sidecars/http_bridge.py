@@ -32,6 +32,10 @@ class Bridge:
         """The engine's outcome for one item; raises EngineUnavailable after `timeout_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
+        if not self.link.connected:  # answer 503 at once rather than after the whole timeout
+            up = await asyncio.to_thread(self.link.wait_connected, min(1.0, self.timeout_s))
+            if not up:
+                raise EngineUnavailable(f"engine at {self.link.endpoint} is not connected")
         answer: asyncio.Future[Outcome] = loop.create_future()
 
         def answered(outcome: Outcome) -> None:  # on the link's I/O thread

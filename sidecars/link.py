@@ -4,8 +4,9 @@
 - batching: whatever was submitted since the last send goes out as one frame (up to `batch_max`);
 - resend: a frame unanswered after `resend_after_s` is sent again under a new request id (safe: the
   engine is idempotent by client_order_id; a late answer to the old id is ignored);
-- reconnection: ZeroMQ reconnects by itself; with ZMQ_IMMEDIATE nothing is queued for a dead peer,
-  and the resend timer covers frames lost with it;
+- reconnection: ZeroMQ reconnects by itself; with ZMQ_IMMEDIATE nothing is queued for a dead peer;
+  a socket monitor tracks the connection (`connected`), and on reconnecting every unanswered frame
+  is resent at once (it was lost with the old peer), the resend timer covering the rest;
 - give up: an item unanswered after `give_up_s` completes with an error, so the source requeues it.
 
 Callbacks run on the I/O thread and must be quick (hand the outcome to your own thread or loop).
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 import msgspec
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from engine import curve, protocol
 
@@ -92,6 +94,7 @@ class EngineLink:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._closing = threading.Event()
+        self._connected = threading.Event()
         self.last_answer = 0.0  # monotonic time of the engine's last answer
         self.resends = 0
         self._thread = threading.Thread(target=self._run, name="wojak-link", daemon=True)
@@ -125,6 +128,14 @@ class EngineLink:
         if not done.wait(timeout) or not box:
             raise TimeoutError(f"engine at {self.endpoint} did not answer {kind} in {timeout}s")
         return box[0]
+
+    @property
+    def connected(self) -> bool:
+        """True while a ZeroMQ connection to the engine is up."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
 
     @property
     def in_flight(self) -> int:
@@ -165,12 +176,16 @@ class EngineLink:
 
     def _run(self) -> None:
         sock = self._socket()
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         try:
             while not self._closing.is_set():
                 events = dict(poller.poll(100))
+                if monitor in events:
+                    self._connection_changed(sock, monitor)
                 if self._wake_r in events:
                     try:
                         os.read(self._wake_r, 4096)
@@ -182,9 +197,25 @@ class EngineLink:
                 self._resend_or_give_up(sock)
         finally:
             self._fail_all("ENGINE_LINK_CLOSED: sidecar stopping")
+            sock.disable_monitor()
+            monitor.close()
             sock.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+    def _connection_changed(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_CONNECTED:
+                self._connected.set()
+                for f in self._frames.values():  # lost with the previous peer, if there was one
+                    if f.control is None:
+                        f.sent = 0.0
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._connected.clear()
 
     def _receive(self, sock: zmq.Socket) -> None:
         while True:

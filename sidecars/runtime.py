@@ -38,6 +38,9 @@ class Message:
     received: float = field(default_factory=time.monotonic)
     # Sources that batch several orders in one message set `parts`; it is settled once all are answered.
     parts: list[bytes] | None = None
+    # "ingest" lets the engine tell orders from ticks ("kind": "tick" in the JSON); a source with a
+    # separate tick queue or topic says "tick" (or "submit_order" for an orders-only one).
+    kind: str = "ingest"
 
 
 class Source(ABC):
@@ -123,8 +126,9 @@ class Runner:
         self._pending[seq] = _Pending(m, [None] * len(parts))
         metrics.received(self.source.name)
         for i, part in enumerate(parts):
+            # ":" keeps a part's id inside the engine's id alphabet, so garbage parts are keyed by it.
             self.link.submit(part, lambda o, s=seq, i=i: self._done.put((s, i, o)),
-                             msg_id=f"{m.msg_id}/{i}" if m.parts is not None else m.msg_id)
+                             msg_id=f"{m.msg_id}:{i}" if m.parts is not None else m.msg_id, kind=m.kind)
 
     def _settle_done(self, block: bool, timeout: float = 0.0) -> None:
         try:
@@ -149,6 +153,9 @@ class Runner:
     def _settle(self, msg: Message, outcomes: list[Outcome]) -> None:
         """One place decides what happens to a message at its broker."""
         latency = time.monotonic() - msg.received
+        for o in outcomes:
+            if o.decision is not None:
+                metrics.decision(self.source.name, o.decision.get("status", "?"))
         try:
             if not all(o.recorded for o in outcomes):
                 why = next((o.error or o.decision.get("status", "") for o in outcomes if not o.recorded), "")

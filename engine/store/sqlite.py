@@ -30,9 +30,9 @@ CREATE TABLE IF NOT EXISTS orders (
 ) WITHOUT ROWID;
 -- Intents: orders about to reach the broker, appended before the call and deleted in the commit that
 -- records their decision. Whatever is here after a crash is what reconciliation asks the broker about;
--- it holds at most one batch, so it needs no index.
+-- it holds at most one batch.
 CREATE TABLE IF NOT EXISTS intents (
-  seq INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL, content_hash TEXT NOT NULL, intent BLOB NOT NULL);
+  seq INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL, intent BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS trades (
   trade_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, account TEXT NOT NULL, symbol TEXT NOT NULL,
   side TEXT NOT NULL, quantity INTEGER NOT NULL, price REAL NOT NULL, ts INTEGER NOT NULL);
@@ -162,8 +162,8 @@ class SqliteStore:
             else self.db.execute(q + " ORDER BY account, symbol")
         return [PositionRow(*r) for r in rows]
 
-    def last_prices(self) -> dict[str, float]:
-        return dict(self.db.execute("SELECT symbol, ltp FROM last_prices"))
+    def last_prices(self) -> dict[str, tuple[float, int]]:
+        return {s: (p, t) for s, p, t in self.db.execute("SELECT symbol, ltp, ts FROM last_prices")}
 
     def day_pnl(self, day: str) -> dict[str, float]:
         return dict(self.db.execute("SELECT account, realised FROM day_pnl WHERE day = ?", (day,)))

@@ -126,14 +126,17 @@ def _client(props: dict, side: str) -> CouchbaseRest:
 def _wait(fn, wait_seconds: float):
     """Retry while a freshly booted cluster is not answering yet (connection refused, 5xx)."""
     deadline = time.monotonic() + wait_seconds
+    delay = 0.1
     while True:
         try:
             return fn()
         except (urllib.error.URLError, ConnectionError, TimeoutError, CouchbaseRestError) as exc:
             retryable = not isinstance(exc, CouchbaseRestError) or exc.status >= 500
-            if not retryable or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if not retryable or left <= 0:
                 raise
-            time.sleep(min(5.0, max(0.05, deadline - time.monotonic())))
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)  # back off: a cluster takes minutes to initialise
 
 
 class XdcrProvider(ResourceProvider):

@@ -11,7 +11,8 @@ import ipaddress
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from infra.couchbase import CLIENT_PORTS, CLUSTER_PORTS, XDCR_PORTS
-from infra.tags import LIFECYCLE_BY_ROLE, ON_DEMAND, ROLE_APP, ROLE_DATA, ROLE_QUERY, ROLES, SPOT
+from infra.network import is_private_range
+from infra.tags import LIFECYCLE_BY_ROLE, ROLE_APP, ROLE_DATA, ROLE_QUERY, ROLES
 
 Report = Callable[..., None]
 
@@ -179,10 +180,9 @@ def _is_world(cidr: str) -> bool:
 
 def _is_public(cidr: str) -> bool:
     try:
-        net = ipaddress.ip_network(cidr, strict=False)
+        return not is_private_range(cidr)
     except ValueError:
         return False  # unknown at preview time: judged at `up`
-    return not net.is_private
 
 
 def _ingress(resource_type: str, props: Mapping[str, Any]) -> Iterable[tuple[list[str], list[tuple[int, int]]]]:

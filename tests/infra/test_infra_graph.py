@@ -6,7 +6,7 @@ import collections
 import ipaddress
 import json
 
-from conftest import as_policy_args
+from infra.network import is_private_range
 from infra.policy import rules
 from infra.simulate import MOCK_SECRET
 from infra.tags import LIFECYCLE_BY_ROLE, ROLE_APP, ROLE_DATA, ROLE_QUERY
@@ -104,7 +104,7 @@ def test_port_22_is_never_open_to_the_internet(sim):
 def test_couchbase_ports_are_never_public(sim):
     for r, cidrs, ranges in _ingress(sim):
         if rules._overlaps(ranges, rules.COUCHBASE_PORTS):
-            assert all(ipaddress.ip_network(c).is_private for c in cidrs), f"{r.urn}: {cidrs}"
+            assert all(is_private_range(c) for c in cidrs), f"{r.urn}: {cidrs}"
 
 
 def test_every_vm_has_no_public_address(sim):
@@ -168,6 +168,25 @@ def test_secrets_only_reach_secret_stores(sim):
     for r in sim.resources:
         if r.typ not in allowed:
             assert MOCK_SECRET not in json.dumps(r.inputs, default=str), r.urn
+
+
+def _secret_leaks(value, inside_secret=False, path=()):
+    """Paths where the stand-in secret appears outside a Pulumi secret envelope."""
+    from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+    if isinstance(value, dict):
+        inside = inside_secret or value.get(_special_sig_key) == _special_secret_sig
+        return [p for k, v in value.items() for p in _secret_leaks(v, inside, path + (k,))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _secret_leaks(v, inside_secret, path + (i,))]
+    if isinstance(value, str) and MOCK_SECRET in value and not inside_secret:
+        return [path]
+    return []
+
+
+def test_secret_values_only_travel_as_pulumi_secrets(sim):
+    for r in sim.resources:
+        assert not _secret_leaks(dict(r.inputs)), f"{r.urn}: {_secret_leaks(dict(r.inputs))}"
 
 
 def test_ecs_tasks_take_secrets_by_reference(sim):
@@ -236,3 +255,43 @@ def test_outputs_name_every_node_by_role(sim):
         nodes = sim.outputs["nodes"][cloud]
         assert set(nodes) == {ROLE_DATA, ROLE_QUERY, ROLE_APP}, sim.stack
         assert [n["name"] for n in nodes[ROLE_DATA]] == [f"{cloud}-cb-data-{i}" for i in range(3)]
+
+
+def test_secret_leak_check_catches_a_plain_secret():
+    from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+    assert _secret_leaks({"userData": f"PASSWORD={MOCK_SECRET}"}) == [("userData",)]
+    assert _secret_leaks({"x": {_special_sig_key: _special_secret_sig, "value": MOCK_SECRET}}) == []
+
+
+def _cloud_config(r):
+    import yaml
+
+    meta = r.inputs["metadata"]
+    assert meta["enable-oslogin"] == "TRUE", r.urn
+    doc = yaml.safe_load(meta["user-data"])
+    return {f["path"]: f["content"] for f in doc["write_files"]}, doc["runcmd"]
+
+
+def test_gcp_data_nodes_mount_their_disk_and_start_couchbase(simulations):
+    for r in simulations["multicloud"].of_type(rules.GCP_INSTANCE):
+        files, cmds = _cloud_config(r)
+        assert "google-couchbase-data" in cmds[0] and "mkfs.ext4" in cmds[0], r.urn
+        assert "SERVICES=data" in files["/var/lib/wojak/bootstrap.sh"], r.urn
+        assert "-v /mnt/disks/couchbase:/opt/couchbase/var" in files["/etc/systemd/system/couchbase.service"]
+        assert cmds[-1] == "systemctl start couchbase.service couchbase-bootstrap.service"
+        assert r.inputs["attachedDisks"][0]["deviceName"] == "couchbase-data"
+
+
+def test_gcp_app_vms_run_engine_and_sidecars_with_secrets_from_secret_manager(simulations):
+    (tpl,) = [r for r in simulations["gcp"].of_type(rules.GCP_TEMPLATE) if role(r) == ROLE_APP]
+    files, cmds = _cloud_config(tpl)
+    engine = files["/etc/systemd/system/wojak-engine.service"]
+    assert "engine --config /etc/wojak/wojak.toml" in engine
+    assert "sidecar pubsub" in files["/etc/systemd/system/wojak-sidecar-pubsub.service"]
+    assert "WOJAK_PUBSUB_SUBSCRIPTION=" in files["/var/lib/wojak/sidecar-pubsub.env"]
+    fetch = files["/var/lib/wojak/secrets.sh"]
+    for name in ("WOJAK_COUCHBASE_PASSWORD", "WOJAK_CURVE_SERVER_SECRET", "WOJAK_CURVE_CLIENT_SECRET"):
+        assert name in fetch and name not in files["/var/lib/wojak/engine.env"]
+    assert 'endpoint = "tcp://0.0.0.0:5555"' in files["/var/lib/wojak/etc/wojak.toml"]
+    assert cmds[-1].startswith("systemctl start wojak-engine.service")

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import Reporter, as_policy_args
+from infra_testkit import Reporter, as_policy_args
 from infra.policy import rules
 
 

@@ -148,7 +148,7 @@ class Emulator:
         while True:
             try:
                 resp = client.pull(request={"subscription": path, "max_messages": max_messages},
-                                   timeout=wait_s + 5, retry=None)
+                                   timeout=wait_s, retry=None)
             except Exception as e:  # DeadlineExceeded: nothing to deliver
                 if type(e).__name__ == "DeadlineExceeded":
                     break

@@ -1,0 +1,97 @@
+"""Escalations leave through the durable outbox: committed with the decision, delivered at least once
+to the configured sink (a JSON-lines file, or an HTTP POST), retried while the sink is down."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import threading
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from engine_testkit import codes, market, one, wait_until
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """The risk-management system's intake: records each POST; answers 503 to the first `fail_first`."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with srv.lock:
+            srv.posts.append((self.path, self.headers.get("Idempotency-Key"), body))
+            failing = len(srv.posts) <= srv.fail_first
+        self.send_response(503 if failing else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def receiver_port():
+    return _free_port()
+
+
+def _serve(port: int, fail_first: int) -> ThreadingHTTPServer:
+    srv = ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
+    srv.posts, srv.fail_first, srv.lock = [], fail_first, threading.Lock()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _outbox_pending(eng) -> int:
+    with closing(eng.store()) as s:
+        return s.counts()["outbox_pending"]
+
+
+def test_escalation_when_http_sink_down_at_first_then_delivered_on_retry(start_engine, receiver_port):
+    eng = start_engine("outbox-http", escalation={"kind": "http", "url": f"http://127.0.0.1:{receiver_port}/esc",
+                                                   "timeout_s": 1.0})
+    with eng.client() as c:
+        d = one(c, market("o-http-1", "NORF", account="outbox"))
+    assert d["status"] == "ESCALATED" and codes(d) == ["NO_REFERENCE_PRICE"]
+    # nothing listens yet: the escalation waits in the outbox, committed with its decision
+    assert wait_until(lambda: _outbox_pending(eng) == 1, timeout=5)
+    eng.kill()  # ... and survives a crash of the engine while it waits
+    eng.start()
+    srv = _serve(receiver_port, fail_first=1)  # up, but its first answer is an error
+    try:
+        assert wait_until(lambda: _outbox_pending(eng) == 0, timeout=20), srv.posts
+        with srv.lock:
+            posts = list(srv.posts)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        eng.stop()
+    assert len(posts) >= 2  # the 503 was retried
+    path, key, body = posts[-1]
+    assert path == "/esc" and key == d["escalation_id"] == body["escalation_id"] == "E-o-http-1"
+    assert body["client_order_id"] == "o-http-1" and body["account"] == "outbox"
+    assert body["reasons"] == d["reasons"] and body["order"]["order_type"] == "MARKET"
+    assert {p[2]["escalation_id"] for p in posts} == {"E-o-http-1"}
+
+
+def test_escalation_when_engine_clock_ahead_of_wall_clock_then_still_delivered(start_engine):
+    """The outbox must deliver at once whatever the engine clock says: a drill or replay run with
+    simulated_start in the future must not hold its escalations until the wall clock gets there."""
+    ahead = dt.datetime.now(dt.timezone(dt.timedelta(hours=5, minutes=30))).replace(microsecond=0) \
+        + dt.timedelta(days=30)
+    eng = start_engine("outbox-ahead", engine={"simulated_start": ahead.replace(hour=11).isoformat()})
+    with eng.client() as c:
+        d = one(c, market("o-ahead-1", "NORF", account="outbox"))
+    assert d["status"] == "ESCALATED"
+    sink = eng.dir / "data" / "escalations.jsonl"
+    delivered = wait_until(lambda: sink.exists() and "E-o-ahead-1" in sink.read_text(), timeout=5)
+    eng.stop()
+    assert delivered, ("escalation stuck in the outbox: its due time is on the engine clock, "
+                       "the worker reads the wall clock")
