@@ -65,6 +65,7 @@ class Book:
     _exposure: dict[str, _Exposure] = field(default_factory=dict)
     _gterm: dict[tuple[str, str], float] = field(default_factory=dict)
     _mterm: dict[tuple[str, str], float] = field(default_factory=dict)
+    _pending_px: dict[tuple[str, str], float] = field(default_factory=dict)  # price of a pending order
 
     def roll_day(self, day: str) -> None:
         if day != self.day:
@@ -91,6 +92,7 @@ class Book:
         """The batch's pending orders are settled (filled into positions, or failed): count them so."""
         keys = list(self.pending)
         self.pending.clear()
+        self._pending_px.clear()
         for account, symbol in keys:
             self._recount(account, symbol)
 
@@ -105,29 +107,47 @@ class Book:
     def _view(self, account: str) -> _Exposure:
         e = self._exposure.get(account)
         if e is None or self.now_ns - e.stamp > self.refresh_ns:
-            e = self._exposure[account] = _Exposure(stamp=self.now_ns)
-            for sym in self.held.get(account, ()):
-                self._recount(account, sym, fresh=e)
+            e = self._exposure[account] = self._revalue(account)
         return e
 
-    def _recount(self, account: str, symbol: str, price: float | None = None, fresh: _Exposure | None = None) -> None:
+    def _revalue(self, account: str) -> _Exposure:
+        """Every (account, symbol) term at current prices: one tight loop, run at most every refresh_ns."""
+        e = _Exposure(stamp=self.now_ns)
+        positions, pending, ltp = self.positions, self.pending, self.ltp
+        gterm, mterm = self._gterm, self._mterm
+        for sym in self.held.get(account, ()):
+            key = (account, sym)
+            pos = positions.get(key)
+            held = pos.net_qty if pos else 0
+            px = ltp.get(sym)
+            if px is None:  # no tick yet: average price, or the pending order's own price
+                g = abs(held + pending.get(key, 0)) * (pos.avg_price if held else self._pending_px.get(key, 0.0))
+                m = 0.0
+            else:
+                g = abs(held + pending.get(key, 0)) * px
+                m = (px - pos.avg_price) * held if held else 0.0
+            gterm[key] = g
+            mterm[key] = m
+            e.gross += g
+            e.mtm += m
+        return e
+
+    def _recount(self, account: str, symbol: str, price: float | None = None) -> None:
         """Replace one (account, symbol) term in the account's gross exposure and MTM."""
-        e = fresh or self._exposure.get(account)
+        e = self._exposure.get(account)
         if e is None:
             return  # valued in full on first use
         key = (account, symbol)
         pos = self.positions.get(key)
         px = self.ltp.get(symbol)
         held = pos.net_qty if pos else 0
-        gpx = px if px is not None else (pos.avg_price if held else (price or 0.0))
+        if price is not None:
+            self._pending_px[key] = price
+        gpx = px if px is not None else (pos.avg_price if held else self._pending_px.get(key, 0.0))
         g = abs(held + self.pending.get(key, 0)) * gpx
         m = (px - pos.avg_price) * held if (held and px is not None) else 0.0
-        if fresh is None:
-            e.gross += g - self._gterm.get(key, 0.0)
-            e.mtm += m - self._mterm.get(key, 0.0)
-        else:
-            e.gross += g
-            e.mtm += m
+        e.gross += g - self._gterm.get(key, 0.0)
+        e.mtm += m - self._mterm.get(key, 0.0)
         self._gterm[key] = g
         self._mterm[key] = m
 
