@@ -32,8 +32,9 @@ per batch, growing with its size, on the hot path. Instead `commit` is a redo lo
 3. only then does `commit` return, and only then does the engine answer.
 Every effect is an absolute value under a deterministic key (a position's new totals, not a delta;
 a decision by its client_order_id; an outbox row inserted if absent), so applying the last batch
-again is harmless, and replaying the journal when the store opens finishes a batch a crash cut
-short. Only the *last* batch is kept: an older one, replayed, would roll positions back. A failed
+again is harmless, and replaying the journal finishes a batch a crash cut
+short (the writer replays it before its first read or write of engine state; other connections
+never do). Only the *last* batch is kept: an older one, replayed, would roll positions back. A failed
 apply marks the journal unapplied and the next write replays it first. A dropped intent is removed
 by its CAS as read at commit time, so a replay never removes a newer intent for the same id.
 Between steps 1 and 3 an outside reader may see part of a batch; the engine never answers before
@@ -103,7 +104,7 @@ JOURNAL_CHUNK = 16 * 1024 * 1024  # below the 20 MiB document limit, with room f
 
 # (collection, index name, keys, condition): every query's predicate starts with the leading key.
 INDEXES: tuple[tuple[str, str, tuple[str, ...], str | None], ...] = (
-    ("orders", "orders_state", ("state", "ts", "client_order_id"), None),
+    ("orders", "orders_state", ("state", "ts", "seq", "client_order_id"), None),
     ("orders", "orders_account", ("account", "state", "ts", "client_order_id"), None),
     ("trades", "trades_order", ("client_order_id", "ts", "trade_id"), None),
     ("trades", "trades_ts", ("ts", "trade_id"), None),
@@ -183,9 +184,11 @@ def escalation_from_json(doc: dict) -> Escalation:
     return msgspec.convert(doc, Escalation)
 
 
-def intent_document(i: Intent) -> dict:
+def intent_document(i: Intent, seq: int = 0) -> dict:
+    """seq: rank in its commit_intents call, so pending intents come back in the order committed."""
     return {"client_order_id": i.client_order_id, "content_hash": i.content_hash, "state": "PENDING",
             "account": i.order.get("account"), "symbol": i.order.get("symbol"), "status": None, "ts": i.ts,
+            "seq": seq,
             "intent": to_json(i), "order": i.order, "decision": None}
 
 
@@ -298,7 +301,10 @@ class CouchbaseStore:
             # A writer per collection kind: one batch's multi-ops run side by side, not one after another.
             self._pool = ThreadPoolExecutor(max_workers=len(COLLECTIONS), thread_name_prefix="wojak-cb")
             self._unapplied = False
-            self._replay_journal()
+            self._replayed = False
+            # Fail now, not on the first order: the journal's collection answers a key-value read.
+            with _errors(f"open {bucket}.{scope}"):
+                self.c["journal"].exists(JOURNAL_KEY)
         except BaseException:
             self.cluster.close()
             raise
@@ -328,6 +334,7 @@ class CouchbaseStore:
 
     # -- hot path -----------------------------------------------------------------------------
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]:
+        self._ensure_replayed()
         ids = list(dict.fromkeys(client_order_ids))
         if not ids:
             return {}
@@ -340,7 +347,7 @@ class CouchbaseStore:
         if not intents:
             return
         self._catch_up()
-        docs = {doc_key(i.client_order_id): intent_document(i) for i in intents}
+        docs = {doc_key(i.client_order_id): intent_document(i, n) for n, i in enumerate(intents)}
         with _errors("commit intents"):
             res = self.c["orders"].insert_multi(docs, InsertMultiOptions(durability=self._durable,
                                                                          return_exceptions=True))
@@ -402,8 +409,18 @@ class CouchbaseStore:
                 self._apply(j)
         self._unapplied = False
 
+    def _ensure_replayed(self) -> None:
+        """The writer finishes the last batch before its first read or write of engine state.
+
+        Lazily, not at open: a second connection (the outbox worker's, a CLI query) must never replay,
+        or it could rewrite a batch the writer has already superseded."""
+        if not self._replayed:
+            self._replay_journal()
+            self._replayed = True
+
     def _catch_up(self) -> None:
         """A batch whose apply failed is finished before anything newer is written."""
+        self._ensure_replayed()
         if self._unapplied:
             self._replay_journal()
 
@@ -462,12 +479,14 @@ class CouchbaseStore:
 
     # -- start-up -----------------------------------------------------------------------------
     def pending_intents(self) -> list[Intent]:
+        self._ensure_replayed()
         with _errors("read pending intents"):
             rows = self._query("SELECT RAW o.intent FROM `orders` AS o WHERE o.state = 'PENDING' "
-                               "ORDER BY o.ts, o.client_order_id")
+                               "ORDER BY o.ts, o.seq, o.client_order_id")
         return [intent_from_json(r) for r in rows]
 
     def positions(self, account: str | None = None) -> list[PositionRow]:
+        self._ensure_replayed()
         q = "SELECT p.account, p.symbol, p.net_qty, p.avg_price, p.realised_pnl FROM `positions` AS p "
         with _errors("read positions"):
             rows = (self._query(q + "WHERE p.account = $1 ORDER BY p.symbol", account) if account else
@@ -475,17 +494,20 @@ class CouchbaseStore:
         return [PositionRow(r["account"], r["symbol"], int(r["net_qty"]), float(r["avg_price"]),
                             float(r["realised_pnl"])) for r in rows]
 
-    def last_prices(self) -> dict[str, float]:
+    def last_prices(self) -> dict[str, tuple[float, int]]:
+        self._ensure_replayed()
         with _errors("read last prices"):
-            rows = self._query("SELECT l.symbol, l.ltp FROM `last_prices` AS l WHERE l.symbol IS NOT MISSING")
-        return {r["symbol"]: float(r["ltp"]) for r in rows}
+            rows = self._query("SELECT l.symbol, l.ltp, l.ts FROM `last_prices` AS l WHERE l.symbol IS NOT MISSING")
+        return {r["symbol"]: (float(r["ltp"]), int(r["ts"])) for r in rows}
 
     def day_pnl(self, day: str) -> dict[str, float]:
+        self._ensure_replayed()
         with _errors("read day P&L"):
             rows = self._query("SELECT d.account, d.realised FROM `day_pnl` AS d WHERE d.day = $1", day)
         return {r["account"]: float(r["realised"]) for r in rows}
 
     def settings(self) -> dict[str, str]:
+        self._ensure_replayed()
         with _errors("read settings"):
             rows = self._query("SELECT s.`key`, s.`value` FROM `settings` AS s WHERE s.`key` IS NOT MISSING")
         return {r["key"]: r["value"] for r in rows}
