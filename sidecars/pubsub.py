@@ -66,16 +66,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 
 from engine.config import Config
-from engine.intake import MAX_PAYLOAD
+from sidecars.payload import split_parts
 from sidecars.runtime import Message, Source
 from sidecars.settings import SettingsError, env, window
 
 log = logging.getLogger("wojak.sidecar.pubsub")
 
-_parts_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 @dataclass(frozen=True)
@@ -123,23 +121,6 @@ def _path(project: str, collection: str, name: str, var: str) -> str:
     if not project:
         raise SettingsError(f"$WOJAK_PUBSUB_PROJECT is required when ${var} is not a full path")
     return f"projects/{project}/{collection}/{name}"
-
-
-def split_orders(data: bytes, max_parts: int) -> list[bytes] | None:
-    """The orders of a message holding a JSON array of them, or None to forward the message whole.
-
-    Only a non-empty array of at most max_parts items within the size limit is split: the engine
-    answers anything else (an empty array, a huge one, an oversized message) with one SCHEMA
-    decision, which dead-letters the message as a whole."""
-    if len(data) > MAX_PAYLOAD or data.lstrip()[:1] != b"[":
-        return None
-    try:
-        items = _parts_decoder.decode(data)
-    except msgspec.DecodeError:
-        return None
-    if not items or len(items) > max_parts:
-        return None
-    return [bytes(item) for item in items]
 
 
 class PubSubSource(Source):
@@ -213,7 +194,7 @@ class PubSubSource(Source):
         return out
 
     def _message(self, m: Any) -> Message:
-        return Message(m.data, m.message_id, handle=m, parts=split_orders(m.data, self.settings.max_orders_per_message))
+        return Message(m.data, m.message_id, handle=m, parts=split_parts(m.data, self.settings.max_orders_per_message))
 
     def ack(self, msg: Message, decision: dict) -> None:
         msg.handle.ack()

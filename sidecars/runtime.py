@@ -103,8 +103,9 @@ class Runner:
             while not self.stopping.is_set():
                 self._settle_done(block=False)
                 room = self.link.free()
-                if room <= 0:
+                if room <= 0:  # window full: the source still hears from us (leases, backpressure)
                     self._settle_done(block=True, timeout=0.05)
+                    self.source.heartbeat([p.msg for p in self._pending.values()])
                     continue
                 try:
                     msgs = self.source.receive(min(room, self.receive_max), self.receive_wait_s)
@@ -173,8 +174,13 @@ class Runner:
             self.source.ack(msg, decision)
             self.settled["ack"] += 1
             metrics.settled(self.source.name, "ack", latency)
-        except Exception as e:  # the broker will redeliver; the engine answers the redelivery as duplicate
-            log.warning("%s settle of %s failed: %s", self.source.name, msg.msg_id, e)
+        except Exception as e:
+            # The decision is recorded; the broker redelivers and the engine answers it as a duplicate.
+            log.warning("%s settle of %s failed, requeueing: %s", self.source.name, msg.msg_id, e)
+            try:
+                self.source.requeue(msg, f"settle failed: {e}")
+            except Exception as e2:  # the connection is gone: the broker redelivers on its own
+                log.warning("%s requeue of %s failed too: %s", self.source.name, msg.msg_id, e2)
 
     def _drain(self) -> int:
         deadline = time.monotonic() + self.drain_timeout_s

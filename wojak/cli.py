@@ -74,8 +74,14 @@ def local(config_path: str | None, demo: bool) -> None:
 @click.option("--batch", default=10, show_default=True, help="Orders per request frame.")
 @click.option("--tick-every", default=20, show_default=True, help="A tick after every N orders.")
 @click.option("--keep", is_flag=True, help="Keep the benchmark's data directory.")
-def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool) -> None:
+@click.option("--source", type=click.Choice([s for s in SOURCES if s != "http"]), default=None,
+              help="Instead: a source sidecar end to end through its real server (started here).")
+def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool, source: str | None) -> None:
     """Benchmark the real path: DEALER -> ZeroMQ -> engine -> risk -> sandbox -> SQLite FULL -> answer."""
+    if source:
+        module = importlib.import_module(f"bench.sidecar_{source}")
+        click.echo(module.main(orders if orders != 200_000 else 5000).line())
+        return
     from bench.engine_bench import main
 
     sys.exit(main(orders=orders, window=window, batch=batch, tick_every=tick_every, keep=keep))

@@ -106,13 +106,15 @@ class KafkaServer:
 
     def read_all(self, topic: str, expect: int, timeout: float = 20.0) -> list:
         """Every message of a topic from the beginning (for checking a dead-letter topic)."""
-        from confluent_kafka import Consumer
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"wojak-reader-{time.monotonic_ns()}",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "wojak-test-reader",
+                      "enable.auto.commit": False})
         out = []
         try:
-            c.subscribe([topic])
+            md = c.list_topics(topic, timeout=10).topics[topic]
+            # assign, not subscribe: no group to join, so nothing waits for a rebalance
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
             deadline = time.monotonic() + timeout
             while len(out) < expect and time.monotonic() < deadline:
                 for m in c.consume(100, 0.5):

@@ -12,6 +12,7 @@ The node runs as the current user straight from /usr/lib/rabbitmq/bin (the /usr/
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -130,6 +131,7 @@ def start_rabbitmq(base: Path, timeout: float = 60.0) -> RabbitMQServer:
     deadline = time.monotonic() + timeout
     import pika
 
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # refused connections while it boots are expected
     params = pika.URLParameters(server.url + "?connection_attempts=1&socket_timeout=1")
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -6,8 +6,7 @@ import json
 import pytest
 from hypothesis import given, strategies as st
 
-from engine.intake import MAX_PAYLOAD
-from sidecars.pubsub import Settings, split_orders
+from sidecars.pubsub import Settings
 from sidecars.settings import SettingsError
 
 BASE = {"WOJAK_PUBSUB_PROJECT": "desk", "WOJAK_PUBSUB_SUBSCRIPTION": "orders-sidecar", "WOJAK_PUBSUB_DLQ_TOPIC": "orders-dlq"}
@@ -54,33 +53,3 @@ def test_settings_when_value_bad_then_error_names_variable(environ, name, value)
     environ({**BASE, name: value})
     with pytest.raises(SettingsError, match=name):
         Settings.from_env()
-
-
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                           max_leaves=10)
-
-
-@given(st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), min_size=1, max_size=20))
-def test_split_when_array_of_objects_then_each_part_is_its_element(items):
-    data = json.dumps(items).encode()
-    parts = split_orders(data, max_parts=100)
-    assert parts is not None and [json.loads(p) for p in parts] == items
-
-
-@given(json_values.filter(lambda v: not isinstance(v, list)))
-def test_split_when_not_an_array_then_forwarded_whole(value):
-    assert split_orders(json.dumps(value).encode(), max_parts=100) is None
-
-
-@given(st.binary(max_size=200))
-def test_split_when_arbitrary_bytes_then_never_raises(data):
-    parts = split_orders(data, max_parts=100)
-    assert parts is None or (len(parts) >= 1 and all(isinstance(p, bytes) for p in parts))
-
-
-@pytest.mark.parametrize("data", [b"[]", b"  [ ]", b"[1, 2", json.dumps([{}] * 101).encode(),
-                                  json.dumps([{"pad": "x" * MAX_PAYLOAD}]).encode()],
-                         ids=["empty", "empty-spaced", "truncated", "too-many", "oversized"])
-def test_split_when_array_cannot_be_orders_then_forwarded_whole_for_the_engine_to_reject(data):
-    assert split_orders(data, max_parts=100) is None
