@@ -160,7 +160,7 @@ def test_post_ticks_when_a_list_then_202_and_last_price_moves(api, engine, symbo
     r = api.post("/v1/ticks", json=[{"symbol": symbol, "ltp": 26001.0}, {"symbol": symbol, "ltp": 26002.0}])
     assert r.status_code == 202
     assert r.json() == {"accepted": 2, "rejected": []}
-    assert engine.store().last_prices()[symbol] == 26002.0
+    assert engine.store().last_prices()[symbol][0] == 26002.0
     api.post("/v1/ticks", json={"symbol": symbol, "ltp": 26000.0})
 
 
