@@ -164,19 +164,20 @@ class EngineLink:
         except BlockingIOError:
             pass
 
-    def _socket(self) -> zmq.Socket:
+    def _socket(self) -> tuple[zmq.Socket, zmq.Socket]:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         curve.configure_client(sock, self.endpoint)
+        # The monitor exists before connect(), so the first handshake cannot be missed.
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         sock.connect(self.endpoint)
-        return sock
+        return sock, monitor
 
     def _run(self) -> None:
-        sock = self._socket()
-        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        sock, monitor = self._socket()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -209,7 +210,7 @@ class EngineLink:
                 event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))["event"]
             except zmq.Again:
                 return
-            if event == zmq.EVENT_CONNECTED:
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # connected, and CURVE (if any) accepted us
                 self._connected.set()
                 for f in self._frames.values():  # lost with the previous peer, if there was one
                     if f.control is None:
