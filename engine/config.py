@@ -71,7 +71,7 @@ class RiskSection(_Section):
     expiry_day_cutoff: HHMM = "14:00"
     freeze_qty_policy: Literal["escalate", "slice"] = "escalate"
     # Gross exposure and MTM follow own fills exactly; revaluation at market prices is this fresh.
-    mtm_refresh_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 500
+    mtm_refresh_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1000
 
 
 class InstrumentsSection(_Section):

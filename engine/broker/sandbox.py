@@ -1,8 +1,8 @@
 """The sandbox broker: fills or fails at random, deterministically per (seed, client_order_id).
 
 It keeps its own journal in a separate SQLite file, as an exchange keeps its own order book:
-after an engine crash, reconciliation asks it what happened to each pending id. Every call is logged
-in `calls`, so tests can prove that no id was ever sent twice.
+after an engine crash, reconciliation asks it what happened to each pending id. Every submit of an
+id is counted (`calls`), so tests can prove that no id was ever sent twice.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from engine.models import Reason, reason
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
   client_order_id TEXT PRIMARY KEY, status TEXT NOT NULL, fill_price REAL, trade_id TEXT,
-  reason TEXT, ts INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS calls (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL, ts INTEGER NOT NULL);
+  reason TEXT, ts INTEGER NOT NULL,
+  calls INTEGER NOT NULL DEFAULT 1    -- every submit of this id, the first included
+) WITHOUT ROWID;
 """
 
 
@@ -55,19 +55,21 @@ class SandboxBroker:
             time.sleep(self.latency_s)  # one round trip per batch: a real gateway pipelines sends
         now = time.time_ns()
         known = self.lookup([o.client_order_id for o in orders])
-        results, new_rows = [], []
+        results, new_rows, repeats = [], [], []
         for n, o in enumerate(orders):
             r = known.get(o.client_order_id)
             if r is None:
                 # Trade ids ascend like an exchange's: cheap to index, and they sort by time.
                 r = known[o.client_order_id] = self._outcome(o, f"T{now:x}{n:04x}")
                 new_rows.append((r.client_order_id, r.status, r.fill_price, r.trade_id, r.reason, now))
+            else:
+                repeats.append((o.client_order_id,))
             results.append(r)
         db = self.db
         db.execute("BEGIN")
-        db.executemany("INSERT INTO calls(client_order_id, ts) VALUES (?, ?)",
-                       [(o.client_order_id, now) for o in orders])
-        db.executemany("INSERT INTO executions VALUES (?,?,?,?,?,?)", new_rows)
+        db.executemany("INSERT INTO executions VALUES (?,?,?,?,?,?,1)", new_rows)
+        if repeats:  # the idempotency key at work: answered from the journal, and counted
+            db.executemany("UPDATE executions SET calls = calls + 1 WHERE client_order_id = ?", repeats)
         db.execute("COMMIT")
         return results
 
@@ -84,7 +86,7 @@ class SandboxBroker:
 
     def call_counts(self) -> dict[str, int]:
         """How many times each id was submitted (for tests and audits)."""
-        return dict(self.db.execute("SELECT client_order_id, COUNT(*) FROM calls GROUP BY client_order_id"))
+        return dict(self.db.execute("SELECT client_order_id, calls FROM executions"))
 
     def close(self) -> None:
         self.db.close()

@@ -8,7 +8,7 @@ count them as if filled (an open order is exposure), which keeps a batch as safe
 
 An account's gross exposure and mark-to-market follow every position change exactly (term by
 term, O(1) per order) and are revalued at market prices at most `refresh_ns` apart (default
-500 ms): walking every held symbol for every order would cost more than the rest of the gate.
+1 s): walking every held symbol for every order would cost more than the rest of the gate.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Book:
     held: dict[str, set[str]] = field(default_factory=dict)  # account -> symbols with a position
     pending: dict[tuple[str, str], int] = field(default_factory=dict)
     rate: dict[str, deque] = field(default_factory=dict)
-    refresh_ns: int = 500_000_000  # [risk] mtm_refresh_ms
+    refresh_ns: int = 1_000_000_000  # [risk] mtm_refresh_ms
     now_ns: int = 0
     _exposure: dict[str, _Exposure] = field(default_factory=dict)
     _gterm: dict[tuple[str, str], float] = field(default_factory=dict)
