@@ -10,16 +10,13 @@ Each source's benchmark module supplies a `Bench` with `publish(payloads)` and `
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from wojak.procs import EngineProcess, nifty_fut
+from wojak.procs import EngineProcess, SidecarProcess, nifty_fut
 
 
 @dataclass
@@ -66,10 +63,9 @@ def measure(source: str, publish: Callable[[list[bytes]], None], sidecar_env: di
         with engine.client() as c:
             c.call("tick", [{"symbol": symbol, "ltp": 26000.0}])
         publish(orders(n, symbol, f"{source}-{int(time.time())}"))
-        env = dict(os.environ, WOJAK_ENGINE_ENDPOINT=engine.endpoint, **sidecar_env)
         started = time.monotonic()
-        sidecar = subprocess.Popen([sys.executable, "-m", "wojak.cli", "sidecar", source], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=open(work / "sidecar.log", "wb"))
+        sidecar = SidecarProcess(source, {"WOJAK_ENGINE_ENDPOINT": engine.endpoint, **sidecar_env},
+                                 work / "sidecar.log").start()
         store = engine.store()
         rss = 0.0
         first_at, first_done = 0.0, 0
@@ -80,14 +76,13 @@ def measure(source: str, publish: Callable[[list[bytes]], None], sidecar_env: di
                 first_at, first_done = time.monotonic(), done
             if done >= n:
                 break
-            if sidecar.poll() is not None or time.monotonic() - started > timeout_s:
-                raise RuntimeError(f"{source} bench stalled at {done}/{n}: {(work / 'sidecar.log').read_text()[-2000:]}")
+            if not sidecar.alive or time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"{source} bench stalled at {done}/{n}: {sidecar.tail(2000)}")
             time.sleep(0.01)
         elapsed = time.monotonic() - first_at
         store.close()
         return Result(source, n - first_done, elapsed, rss)
     finally:
-        if sidecar is not None and sidecar.poll() is None:
-            sidecar.terminate()
-            sidecar.wait(30)
+        if sidecar is not None and sidecar.alive:
+            sidecar.terminate(30)
         engine.stop()

@@ -7,6 +7,10 @@
     eng.start()            # same store, same broker journal: reconciliation runs
     eng.stop()             # SIGTERM, waits for a clean exit
     eng.broker_calls()     # {client_order_id: times submitted}, from the sandbox's own journal
+
+    car = SidecarProcess("kafka", {"WOJAK_ENGINE_ENDPOINT": eng.endpoint, ...}, tmp / "kafka.log").start()
+    car.kill()             # SIGKILL: whatever it held unanswered the broker redelivers
+    car.terminate()        # SIGTERM: drains, returns its exit code
 """
 from __future__ import annotations
 
@@ -110,9 +114,48 @@ class EngineProcess:
             return {}
         db = sqlite3.connect(str(self.journal_path))
         try:
-            return dict(db.execute("SELECT client_order_id, COUNT(*) FROM calls GROUP BY client_order_id"))
+            return dict(db.execute("SELECT client_order_id, calls FROM executions"))
         finally:
             db.close()
+
+
+class SidecarProcess:
+    """A real `wojak sidecar <source>` process: its settings in the environment, its output in a log file."""
+
+    def __init__(self, source: str, env: dict[str, str], log: Path) -> None:
+        self.source = source
+        self.env = dict(os.environ, **env)
+        self.log = Path(log)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "SidecarProcess":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "wojak.cli", "sidecar", self.source], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        """SIGTERM, then wait for the drain; the exit code."""
+        self.signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
 def nifty_fut(instruments_today=None) -> str:

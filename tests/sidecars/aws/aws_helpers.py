@@ -1,71 +1,13 @@
-"""Helpers for the AWS sidecar tests: the real sidecar process, waiting, reading the engine's record."""
+"""Helpers for the AWS sidecar tests: orders to publish, a Source run in-process; the waits and the
+engine's record come from the shared sidecar support (re-exported here for the suite's modules)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support.sidecar_fixtures import decided, decisions, wait_for
 
-
-def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(every_s)
-
-
-class SidecarProc:
-    """`python -m wojak.cli sidecar <source>` with its settings in the environment."""
-
-    def __init__(self, source: str, env: dict[str, str], engine_endpoint: str, log: Path) -> None:
-        self.log = log
-        full = dict(os.environ, WOJAK_ENGINE_ENDPOINT=engine_endpoint, **env)
-        full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
-        with open(log, "ab") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "wojak.cli", "sidecar", source], env=full,
-                                         stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout_s: float = 40.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout_s)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def decided(engine) -> int:
-    store = engine.store()
-    try:
-        return store.counts()["orders"]
-    finally:
-        store.close()
-
-
-def decisions(engine) -> dict[str, Any]:
-    store = engine.store()
-    try:
-        return {d.client_order_id: d for d in store.decisions(limit=1_000_000)}
-    finally:
-        store.close()
+__all__ = ["InProcess", "decided", "decisions", "order", "received_ids", "stream", "wait_for"]
 
 
 def order(coid: str, symbol: str, side: str = "BUY", account: str = "acct", lots: int = 1,

@@ -1,12 +1,12 @@
-"""Fixtures for the AWS sidecars: one real moto server for the session, a real engine per test."""
+"""Fixtures for the AWS sidecars: one real moto server for the session; the engine, the symbol and the
+real `wojak sidecar <source>` processes come from the shared fixtures."""
 from __future__ import annotations
-
-import os
 
 import pytest
 
-from tests.support.engine_proc import EngineProcess, nifty_fut
 from tests.support.moto_server import MotoUnavailable, start_moto
+from tests.support.sidecar_fixtures import engine, sidecars, symbol  # noqa: F401 (fixtures)
+from tests.support.sidecar_fixtures import skip_or_fail_in_ci
 
 
 @pytest.fixture(scope="session")
@@ -14,25 +14,12 @@ def moto(tmp_path_factory):
     try:
         server = start_moto(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
     except MotoUnavailable as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"moto server required in CI: {e}")
-        pytest.skip(f"no moto server here: {e}")
+        skip_or_fail_in_ci("the moto server", str(e))
     yield server
     server.stop()
 
 
 @pytest.fixture
-def symbol() -> str:
-    return nifty_fut()
-
-
-@pytest.fixture
-def engine(tmp_path, symbol):
-    """A real engine; every order fills (fill_probability 1.0) so outcomes are deterministic."""
-    eng = EngineProcess(tmp_path / "engine", risk={"max_orders_per_second": 1_000_000},
-                        broker={"fill_probability": 1.0, "seed": 11})
-    eng.start()
-    with eng.client() as c:
-        assert c.call("tick", [{"symbol": symbol, "ltp": 26000.0}]).ok
-    yield eng
-    eng.stop()
+def engine_sections() -> dict:
+    """Only the rate limit raised: position and exposure limits stay at the engine's defaults here."""
+    return {"risk": {"max_orders_per_second": 1_000_000}, "broker": {"fill_probability": 1.0, "seed": 11}}

@@ -6,7 +6,7 @@ import json
 
 from botocore.awsrequest import AWSResponse
 
-from aws_helpers import InProcess, decided, decisions, order, received_ids, wait_until
+from aws_helpers import InProcess, decided, decisions, order, received_ids, wait_for
 from sidecars.kinesis import EngineCheckpoints, KinesisSource
 from sidecars.link import EngineLink
 from tests.support.engine_proc import EngineProcess
@@ -40,8 +40,8 @@ def test_two_shards_when_each_account_alternates_then_order_within_each_shard_is
         put = feed.publish(payloads)
         assert len({r["ShardId"] for r in put}) == 2, "the accounts should spread over both shards"
         with InProcess(_source(feed, eng), eng.endpoint):
-            wait_until(lambda: decided(eng) == 240, 40, "240 decisions")
-            wait_until(lambda: feed.outstanding(eng) == 0, 15, "checkpoints at the end of both shards")
+            wait_for(lambda: decided(eng) == 240, 40, "240 decisions")
+            wait_for(lambda: feed.outstanding(eng) == 0, 15, "checkpoints at the end of both shards")
         d = decisions(eng)
         assert {x.status for x in d.values()} == {"FILLED"}, {k: x.reasons for k, x in d.items() if x.status != "FILLED"}
         for a in accounts:
@@ -59,14 +59,14 @@ def test_restart_when_checkpointed_then_resumes_after_the_last_answered_record(m
     feed = KinesisFeed(moto, "resume", shards=2)
     feed.publish([order(f"rs-{i}", symbol, account=f"r{i % 4}") for i in range(40)])
     with InProcess(_source(feed, engine), engine.endpoint):
-        wait_until(lambda: decided(engine) == 40, 30, "40 decisions")
+        wait_for(lambda: decided(engine) == 40, 30, "40 decisions")
     assert all(_checkpoints(engine, feed).values()), "close() must leave a checkpoint per shard"
     feed.publish([order(f"rs-new-{i}", symbol, account=f"r{i % 4}") for i in range(6)])
     second = _source(feed, engine)
     seen = received_ids(second)
     with InProcess(second, engine.endpoint):
-        wait_until(lambda: decided(engine) == 46, 30, "46 decisions")
-        wait_until(lambda: feed.outstanding(engine) == 0, 15, "nothing after the checkpoints")
+        wait_for(lambda: decided(engine) == 46, 30, "46 decisions")
+        wait_for(lambda: feed.outstanding(engine) == 0, 15, "nothing after the checkpoints")
     assert len(seen) == 6, f"re-read {len(seen) - 6} records answered before the restart"
     assert all(v == 1 for v in engine.broker_calls().values())
 
@@ -78,15 +78,15 @@ def test_shard_split_mid_stream_when_children_appear_then_parent_finished_and_ch
     feed.publish(first)
     source = _source(feed, engine)
     with InProcess(source, engine.endpoint):
-        wait_until(lambda: decided(engine) == 60, 30, "the first 60 decisions")
+        wait_for(lambda: decided(engine) == 60, 30, "the first 60 decisions")
         parent = feed.shards()[0]
         feed.kinesis.split_shard(StreamName=feed.stream, ShardToSplit=parent["ShardId"],
                                  NewStartingHashKey=str(2 ** 127))
         feed.publish(second)
-        wait_until(lambda: decided(engine) == 120, 30, "120 decisions")
-        wait_until(lambda: feed.outstanding(engine) == 0, 15, "every shard checkpointed to its end")
+        wait_for(lambda: decided(engine) == 120, 30, "120 decisions")
+        wait_for(lambda: feed.outstanding(engine) == 0, 15, "every shard checkpointed to its end")
         children = [s["ShardId"] for s in feed.shards() if s.get("ParentShardId") == parent["ShardId"]]
-        wait_until(lambda: all(source.shards.get(c) and source.shards[c].state == "reading" for c in children), 10,
+        wait_for(lambda: all(source.shards.get(c) and source.shards[c].state == "reading" for c in children), 10,
                    "the children to be opened once the parent is finished")
     cps = _checkpoints(engine, feed)
     assert cps[parent["ShardId"]] == "SHARD_END" and len(children) == 2
@@ -115,8 +115,8 @@ def test_expired_iterator_when_get_records_refused_then_reopened_after_the_last_
     seen = received_ids(source)
     feed.publish([order(f"ex-{i}", symbol, account=f"e{i % 3}") for i in range(30)])
     with InProcess(source, engine.endpoint):
-        wait_until(lambda: decided(engine) == 30, 30, "30 decisions")
-        wait_until(lambda: feed.outstanding(engine) == 0, 15, "the checkpoint at the end")
+        wait_for(lambda: decided(engine) == 30, 30, "30 decisions")
+        wait_for(lambda: feed.outstanding(engine) == 0, 15, "the checkpoint at the end")
     assert calls["refused"] == 1
     assert len(seen) == len(set(seen)) == 30, "records skipped or read twice across the new iterator"
 

@@ -8,8 +8,10 @@ import threading
 
 import pytest
 
-from aws_helpers import SidecarProc, decided, decisions, order, stream, wait_until
+from aws_helpers import decided, decisions, order, stream, wait_for
 from tests.support.moto_server import FEEDS, StepFunctionsFeed
+from tests.support.sidecar_fixtures import assert_each_decided_once, last_price
+from wojak.procs import SidecarProcess
 
 SOURCES = ["sqs", "sns", "stepfunctions", "kinesis"]
 # moto runs a thread per Step Functions execution: its kill tests use a shorter stream
@@ -22,35 +24,22 @@ def feed(request, moto):
 
 
 @pytest.fixture
-def run_sidecar(feed, engine, tmp_path):
-    procs: list[SidecarProc] = []
-
-    def start() -> SidecarProc:
-        p = SidecarProc(feed.source, feed.sidecar_env(), engine.endpoint, tmp_path / f"sidecar{len(procs)}.log")
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.stop()
+def sidecar_source(feed) -> str:
+    return feed.source
 
 
-def _settled(feed, engine, n: int, timeout_s: float, proc: SidecarProc | None = None) -> None:
+@pytest.fixture
+def run_sidecar(feed, engine, sidecars):
+    return lambda: sidecars({"WOJAK_ENGINE_ENDPOINT": engine.endpoint, **feed.sidecar_env()})
+
+
+def _settled(feed, engine, n: int, timeout_s: float, proc: SidecarProcess | None = None) -> None:
     try:
-        wait_until(lambda: decided(engine) >= n, timeout_s, f"{n} decisions", every_s=0.1)
-        wait_until(lambda: feed.outstanding(engine) == 0, 15, "nothing outstanding at the broker", every_s=0.25)
+        wait_for(lambda: decided(engine) >= n, timeout_s, f"{n} decisions", every=0.1)
+        wait_for(lambda: feed.outstanding(engine) == 0, 15, "nothing outstanding at the broker", every=0.25)
     except AssertionError as e:
         raise AssertionError(f"{e}; decided={decided(engine)} outstanding={feed.outstanding(engine)}\n"
                              f"{proc.tail() if proc else ''}") from None
-
-
-def _exactly_once(engine, ids: list[str]) -> None:
-    d = decisions(engine)
-    missing = [i for i in ids if i not in d]
-    assert not missing, f"{len(missing)} orders without a decision, e.g. {missing[:3]}"
-    calls = engine.broker_calls()
-    assert set(calls) >= {i for i in ids if d[i].status in ("FILLED", "FAILED")}
-    assert all(v == 1 for v in calls.values()), {k: v for k, v in calls.items() if v != 1}
 
 
 def test_publish_1000_orders_when_sidecar_runs_then_1000_decisions_and_nothing_in_flight(feed, engine, symbol,
@@ -63,7 +52,7 @@ def test_publish_1000_orders_when_sidecar_runs_then_1000_decisions_and_nothing_i
     publisher.join(120)
     _settled(feed, engine, 1000, 90, proc)
     ids = [json.loads(p)["client_order_id"] for p in payloads]
-    _exactly_once(engine, ids)
+    assert_each_decided_once(engine, ids)
     assert decided(engine) == 1000
     assert {d.status for d in decisions(engine).values()} == {"FILLED"}
     if isinstance(feed, StepFunctionsFeed):
@@ -78,12 +67,12 @@ def test_engine_killed_mid_stream_when_restarted_then_nothing_lost_or_executed_t
     payloads = stream(n, symbol, f"ek-{feed.source}")
     proc = run_sidecar()
     feed.publish(payloads[:n // 2])
-    wait_until(lambda: decided(engine) >= n // 5, 30, "the stream to start")
+    wait_for(lambda: decided(engine) >= n // 5, 30, "the stream to start")
     engine.kill()
     feed.publish(payloads[n // 2:])  # the stream goes on while the engine is away
     engine.start()
     _settled(feed, engine, n, 60, proc)
-    _exactly_once(engine, [json.loads(p)["client_order_id"] for p in payloads])
+    assert_each_decided_once(engine, [json.loads(p)["client_order_id"] for p in payloads])
     assert decided(engine) == n
 
 
@@ -93,12 +82,12 @@ def test_sidecar_sigkilled_mid_stream_when_restarted_then_nothing_lost_or_execut
     payloads = stream(n, symbol, f"sk-{feed.source}")
     feed.publish(payloads[:n // 2])
     first = run_sidecar()
-    wait_until(lambda: decided(engine) >= n // 5, 30, "the stream to start")
+    wait_for(lambda: decided(engine) >= n // 5, 30, "the stream to start")
     first.kill()
     feed.publish(payloads[n // 2:])
     second = run_sidecar()
     _settled(feed, engine, n, 60, second)
-    _exactly_once(engine, [json.loads(p)["client_order_id"] for p in payloads])
+    assert_each_decided_once(engine, [json.loads(p)["client_order_id"] for p in payloads])
     assert decided(engine) == n
 
 
@@ -107,14 +96,14 @@ def test_sigterm_during_stream_when_sidecar_drains_then_exit_0_and_nothing_lost(
     payloads = stream(n, symbol, f"st-{feed.source}")
     feed.publish(payloads[:n // 2])
     first = run_sidecar()
-    wait_until(lambda: decided(engine) >= n // 10, 30, "the stream to start")
+    wait_for(lambda: decided(engine) >= n // 10, 30, "the stream to start")
     publisher = threading.Thread(target=feed.publish, args=(payloads[n // 2:],))
     publisher.start()
     assert first.terminate() == 0, first.tail()
     publisher.join(60)
     second = run_sidecar()
     _settled(feed, engine, n, 60, second)
-    _exactly_once(engine, [json.loads(p)["client_order_id"] for p in payloads])
+    assert_each_decided_once(engine, [json.loads(p)["client_order_id"] for p in payloads])
     assert decided(engine) == n
 
 
@@ -145,7 +134,7 @@ def test_malformed_messages_when_published_then_dead_lettered_with_reason_and_re
         to_dlq = {not_json, binary, wrong_schema, oversized}
     proc = run_sidecar()
     _settled(feed, engine, 24, 45, proc)
-    dead = wait_until(lambda: feed.dead_letters(wait_s=0.2) or None, 15, "dead letters")
+    dead = wait_for(lambda: feed.dead_letters(wait_s=0.2) or None, 15, "dead letters")
     dead += feed.dead_letters(wait_s=0.5)
     bodies = {_inner(feed, b): r for b, r in dead}
     assert set(bodies) == to_dlq, (set(bodies) ^ to_dlq)
@@ -173,17 +162,9 @@ def _inner(feed, body: str) -> str:
 def test_tick_from_the_source_when_decided_then_a_later_market_order_fills_at_it(feed, engine, symbol, run_sidecar):
     proc = run_sidecar()
     feed.publish([json.dumps({"kind": "tick", "symbol": symbol, "ltp": 26150.0}).encode()])
-    wait_until(lambda: _ltp(engine, symbol) == 26150.0, 30, f"the tick to move the last price\n{proc.tail()}")
+    wait_for(lambda: last_price(engine, symbol) == 26150.0, 30, f"the tick to move the last price\n{proc.tail()}")
     feed.publish([order(f"mkt-{feed.source}", symbol, order_type="MARKET", price=None)])
     _settled(feed, engine, 1, 30, proc)
     d = decisions(engine)[f"mkt-{feed.source}"]
     assert (d.status, d.fill_price) == ("FILLED", 26150.0)
 
-
-def _ltp(engine, symbol: str) -> float | None:
-    store = engine.store()
-    try:
-        price = store.last_prices().get(symbol)  # (ltp, ts)
-        return price[0] if price else None
-    finally:
-        store.close()

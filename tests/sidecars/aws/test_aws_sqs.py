@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aws_helpers import InProcess, decided, decisions, order, received_ids, wait_until
+from aws_helpers import InProcess, decided, decisions, order, received_ids, wait_for
 from sidecars.settings import SettingsError
 from sidecars.sqs import SqsSettings, SqsSource
 from tests.support.engine_proc import EngineProcess
@@ -30,8 +30,8 @@ def test_malformed_when_no_explicit_dlq_then_queue_redrive_moves_it_to_its_dlq(m
     feed = SqsFeed(moto, "redrive", redrive_max_receives=2)
     feed.publish([b"not an order at all", order("rd-ok", symbol)])
     with InProcess(_source(feed, explicit_dlq=False), engine.endpoint):
-        dead = wait_until(lambda: feed.dead_letters(wait_s=0.2) or None, 30, "the redrive to move it")
-        wait_until(lambda: feed.outstanding() == 0, 15, "an empty queue")
+        dead = wait_for(lambda: feed.dead_letters(wait_s=0.2) or None, 30, "the redrive to move it")
+        wait_for(lambda: feed.outstanding() == 0, 15, "an empty queue")
     assert [body for body, _ in dead] == ["not an order at all"]
     d = decisions(engine)
     garbage = [x for k, x in d.items() if k.startswith("!")]
@@ -48,8 +48,8 @@ def test_slow_answers_when_visibility_timeout_is_short_then_extended_and_never_r
         seen = received_ids(source)
         feed.publish([order(f"slow-{i}", symbol, account=f"s{i}") for i in range(6)])
         with InProcess(source, eng.endpoint):
-            wait_until(lambda: decided(eng) == 6, 40, "6 slow decisions")
-            wait_until(lambda: feed.outstanding() == 0, 15, "an empty queue")
+            wait_for(lambda: decided(eng) == 6, 40, "6 slow decisions")
+            wait_for(lambda: feed.outstanding() == 0, 15, "an empty queue")
         assert len(seen) == len(set(seen)) == 6, f"redelivered while the engine was deciding: {seen}"
         assert eng.broker_calls() and all(v == 1 for v in eng.broker_calls().values())
     finally:
@@ -65,8 +65,8 @@ def test_fifo_queue_when_groups_interleave_then_order_is_kept_per_group(moto, tm
             for g in ("ga", "gb", "gc"):
                 feed.publish([order(f"{g}-{i}", symbol, "BUY" if i % 2 == 0 else "SELL", account=g)], group=g)
         with InProcess(_source(feed), eng.endpoint):
-            wait_until(lambda: decided(eng) == 90, 60, "90 decisions")
-            wait_until(lambda: feed.outstanding() == 0, 15, "an empty queue")
+            wait_for(lambda: decided(eng) == 90, 60, "90 decisions")
+            wait_for(lambda: feed.outstanding() == 0, 15, "an empty queue")
         d = decisions(eng)
         assert {x.status for x in d.values()} == {"FILLED"}, {k: x.reasons for k, x in d.items() if x.status != "FILLED"}
         for g in ("ga", "gb", "gc"):
@@ -82,9 +82,9 @@ def test_json_array_message_when_every_order_answered_then_acked_once(moto, engi
     with_garbage = b"[" + order("arr-ok", symbol) + b',{"client_order_id": "arr-bad", "side": "UP"}]'
     feed.publish([many, with_garbage])
     with InProcess(_source(feed), engine.endpoint) as run:
-        wait_until(lambda: decided(engine) == 6, 30, "6 decisions")
-        wait_until(lambda: feed.outstanding() == 0, 15, "an empty queue")
-        wait_until(lambda: run.runner.settled["dead_letter"] == 1, 5, "the dead letter")
+        wait_for(lambda: decided(engine) == 6, 30, "6 decisions")
+        wait_for(lambda: feed.outstanding() == 0, 15, "an empty queue")
+        wait_for(lambda: run.runner.settled["dead_letter"] == 1, 5, "the dead letter")
     assert run.runner.settled["ack"] == 1
     d = decisions(engine)
     assert all(d[f"arr-{i}"].status == "FILLED" for i in range(4)) and d["arr-ok"].status == "FILLED"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from aws_helpers import InProcess, decided, order, wait_until
+from aws_helpers import InProcess, decided, order, wait_for
 from sidecars.sqs import SqsSettings
 from sidecars.stepfunctions import StepFunctionsSource
 from tests.support.moto_server import StepFunctionsFeed
@@ -18,9 +18,9 @@ def test_workflow_when_engine_decides_then_choice_routes_on_the_decision(moto, e
     feed.publish(inputs)
     source = StepFunctionsSource(feed.sqs, feed.sfn, SqsSettings(feed.queue_url, feed.dlq_url))
     with InProcess(source, engine.endpoint):
-        wait_until(lambda: decided(engine) == 4, 30, "4 decisions")
+        wait_for(lambda: decided(engine) == 4, 30, "4 decisions")
         results = feed.wait_finished()
-        wait_until(lambda: feed.outstanding() == 0, 15, "an empty queue")
+        wait_for(lambda: feed.outstanding() == 0, 15, "an empty queue")
     by_order = dict(zip(["fill", "freeze", "unknown", "garbage"], results.values()))
     assert by_order["fill"]["status"] == "SUCCEEDED" and by_order["fill"]["output"]["route"] == "filled"
     assert by_order["fill"]["output"]["decision"]["fill_price"] == 26000.0
@@ -38,7 +38,7 @@ def test_workflow_when_engine_decides_then_choice_routes_on_the_decision(moto, e
 def test_task_message_when_redelivered_after_answer_then_deleted_without_a_second_answer(moto, engine, symbol):
     feed = StepFunctionsFeed(moto, "again")
     feed.publish([order("wf-once", symbol)])
-    body = wait_until(lambda: feed.sqs.receive_message(QueueUrl=feed.queue_url, WaitTimeSeconds=1).get("Messages"),
+    body = wait_for(lambda: feed.sqs.receive_message(QueueUrl=feed.queue_url, WaitTimeSeconds=1).get("Messages"),
                       10, "the task message")[0]
     # answered already (e.g. by a sidecar that died before its delete), then redelivered
     token = json.loads(body["Body"])["task_token"]
@@ -46,6 +46,6 @@ def test_task_message_when_redelivered_after_answer_then_deleted_without_a_secon
     feed.sqs.change_message_visibility(QueueUrl=feed.queue_url, ReceiptHandle=body["ReceiptHandle"], VisibilityTimeout=0)
     source = StepFunctionsSource(feed.sqs, feed.sfn, SqsSettings(feed.queue_url, feed.dlq_url))
     with InProcess(source, engine.endpoint) as run:
-        wait_until(lambda: feed.outstanding() == 0, 20, "the message deleted")
+        wait_for(lambda: feed.outstanding() == 0, 20, "the message deleted")
     assert run.runner.settled["ack"] == 1
     assert feed.wait_finished()[feed.executions[0]]["status"] == "SUCCEEDED"

@@ -1,47 +1,12 @@
-"""Helpers for the Kafka sidecar tests: the sidecar process, a test lane of topics, polling."""
+"""Helpers for the Kafka sidecar tests: a test lane of topics and its consumer group."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from confluent_kafka import Producer
 
 from tests.support.engine_proc import EngineProcess
 from tests.support.kafka_server import KafkaServer
-
-
-class Sidecar:
-    """The real `wojak sidecar kafka` process."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = dict(os.environ, **env)
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Sidecar":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "wojak.cli", "sidecar", "kafka"], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 40.0) -> int:
-        self.proc.terminate()
-        return self.proc.wait(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 @dataclass
@@ -92,6 +57,12 @@ class Lane:
             p.poll(0)
         assert p.flush(30) == 0 and not failed, failed
 
+    drain_poll_s = 0.2  # how often `drained` is worth asking
+
+    def drained(self) -> bool:
+        """Every partition committed to its end."""
+        return self.all_committed()
+
     def committed(self) -> dict[int, int]:
         return {p: o for p, o in self.server.committed(self.group, self.topic).items() if p in self.ends}
 
@@ -107,47 +78,3 @@ class Lane:
                 "WOJAK_KAFKA_TOPICS": self.topic, "WOJAK_KAFKA_TICK_TOPICS": self.tick_topic,
                 "WOJAK_KAFKA_GROUP": self.group, "WOJAK_KAFKA_SESSION_TIMEOUT_MS": "6000",
                 "WOJAK_KAFKA_HEARTBEAT_MS": "500", "WOJAK_WINDOW": "100", **extra}
-
-
-def wait_for(predicate, timeout: float, what: str, sidecar: Sidecar | None = None, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if sidecar is not None and not sidecar.alive:
-            raise AssertionError(f"sidecar exited ({sidecar.proc.returncode}) while waiting for {what}:\n{sidecar.tail()}")
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" +
-                         (f"\nsidecar log:\n{sidecar.tail()}" if sidecar else ""))
-
-
-def decided(engine: EngineProcess) -> int:
-    store = engine.store()
-    try:
-        return store.counts()["orders"]
-    finally:
-        store.close()
-
-
-def decision(engine: EngineProcess, client_order_id: str):
-    store = engine.store()
-    try:
-        return store.get_decision(client_order_id)
-    finally:
-        store.close()
-
-
-def last_price(engine: EngineProcess, symbol: str) -> float | None:
-    store = engine.store()
-    try:
-        price = store.last_prices().get(symbol)  # (ltp, ts)
-        return price[0] if price else None
-    finally:
-        store.close()
-
-
-def all_once(engine: EngineProcess, n: int) -> None:
-    calls = engine.broker_calls()
-    assert len(calls) == n, f"{len(calls)} orders reached the broker, expected {n}"
-    assert set(calls.values()) == {1}, {k: v for k, v in calls.items() if v != 1}

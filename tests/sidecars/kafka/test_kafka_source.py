@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecars.kafka import KafkaSource, OffsetTracker, Settings, message_id
-from tests.sidecars.kafka.kafka_helpers import Lane, wait_for
+from tests.sidecars.kafka.kafka_helpers import Lane
+from tests.support.sidecar_fixtures import wait_for
 
 
 # -- OffsetTracker: the commit position never passes an unanswered offset ---------------------------

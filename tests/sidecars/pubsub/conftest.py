@@ -1,5 +1,5 @@
 """Fixtures for the Pub/Sub sidecar: one real emulator per session, fresh topics and subscriptions per
-test, a real engine per test, and the real `wojak sidecar pubsub` process."""
+test; the engine and the real `wojak sidecar pubsub` process come from the shared fixtures."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support import pubsub_emulator
-from tests.sidecars.pubsub.pubsub_helpers import Sidecar
-from tests.support.engine_proc import EngineProcess, nifty_fut
+from tests.support.engine_proc import EngineProcess
+from tests.support.sidecar_fixtures import engine, engine_sections, sidecars, symbol  # noqa: F401 (fixtures)
+from tests.support.sidecar_fixtures import session_server
 
 HERE = os.path.dirname(__file__)
 
@@ -21,19 +22,15 @@ def pytest_collection_modifyitems(config, items):
         if str(item.fspath).startswith(HERE):
             item.add_marker(pytest.mark.filterwarnings(r"ignore::FutureWarning:google\..*"))
 
-RISK = {"max_orders_per_second": 1_000_000, "max_position_lots": 100_000, "max_gross_exposure": 1e15}
-
 
 @pytest.fixture(scope="session")
 def emulator():
-    why = pubsub_emulator.missing_reason()
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and the Pub/Sub emulator cannot run: {why}")
-        pytest.skip(why)
-    emu = pubsub_emulator.start()
-    yield emu
-    emu.stop()
+    yield from session_server("the Pub/Sub emulator", pubsub_emulator.missing_reason(), pubsub_emulator.start)
+
+
+@pytest.fixture
+def sidecar_source() -> str:
+    return "pubsub"
 
 
 @dataclass
@@ -72,35 +69,3 @@ def lane(emulator) -> Lane:
     emulator.create_subscription(lane.topic, lane.subscription, ack_deadline_s=10)
     emulator.create_subscription(lane.dlq_topic, lane.dlq_subscription, ack_deadline_s=10)
     return lane
-
-
-@pytest.fixture
-def engine(tmp_path):
-    eng = EngineProcess(tmp_path / "engine", risk=RISK, broker={"fill_probability": 1.0})
-    eng.start()
-    yield eng
-    eng.stop() if eng.alive else None
-
-
-@pytest.fixture
-def symbol(engine) -> str:
-    """The front-month NIFTY future, with a reference price so LIMIT orders pass the price band."""
-    sym = nifty_fut()
-    with engine.client() as c:
-        assert c.call("tick", [{"symbol": sym, "ltp": 26000.0}]).ok
-    return sym
-
-
-@pytest.fixture
-def sidecars(tmp_path):
-    started: list[Sidecar] = []
-
-    def make(env: dict[str, str]) -> Sidecar:
-        s = Sidecar(env, tmp_path / f"sidecar-{len(started)}.log").start()
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        if s.alive:
-            s.kill()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from bench.sidecar_bench import orders
-from tests.sidecars.pubsub.pubsub_helpers import decided, wait_for
+from tests.support.sidecar_fixtures import assert_stream_decided_once, decided, wait_for, wait_stream_started
 
 N = 300
 # Slow the stream enough that the kill lands in the middle of it.
@@ -15,23 +15,16 @@ SLOW = {"WOJAK_WINDOW": "4"}
 LEASE_S = 10
 
 
-def _assert_all_decided_once(engine, prefix: str, n: int = N) -> None:
-    store = engine.store()
-    try:
-        counts = store.counts()
-        missing = [i for i in range(n) if store.get_decision(f"{prefix}-{i}") is None]
-    finally:
-        store.close()
-    assert missing == [] and counts["orders"] == n and counts["pending"] == 0, (missing[:10], counts)
-    calls = engine.broker_calls()
-    assert len(calls) == n and set(calls.values()) == {1}, "an order reached the broker twice"
+def _slow_stream_started(lane, engine, symbol, sidecars, prefix: str):
+    lane.publish(orders(N, symbol, prefix))
+    sidecar = sidecars(lane.sidecar_env(engine, **SLOW))
+    wait_stream_started(engine, sidecar, 40, every=0.005)
+    return sidecar
 
 
 def test_engine_when_killed_and_restarted_mid_stream_then_nothing_lost_or_executed_twice(lane, engine, symbol,
                                                                                           sidecars):
-    lane.publish(orders(N, symbol, "ek"))
-    sidecar = sidecars(lane.sidecar_env(engine, **SLOW))
-    wait_for(lambda: decided(engine) >= 40, 30, "the stream to start", sidecar, every=0.005)
+    sidecar = _slow_stream_started(lane, engine, symbol, sidecars, "ek")
     engine.kill()
     at_kill = decided(engine)
     assert at_kill < N, "the stream finished before the kill; the test proves nothing"
@@ -40,16 +33,14 @@ def test_engine_when_killed_and_restarted_mid_stream_then_nothing_lost_or_execut
 
     wait_for(lambda: decided(engine) >= N, 60, "every order after the restart", sidecar)
     assert sidecar.terminate() == 0
-    _assert_all_decided_once(engine, "ek")
+    assert_stream_decided_once(engine, "ek", N)
     assert lane.leftover() == []
     assert lane.dead_letters() == []
 
 
 def test_sidecar_when_killed_mid_stream_then_restarted_sidecar_finishes_and_nothing_runs_twice(lane, engine, symbol,
                                                                                               sidecars):
-    lane.publish(orders(N, symbol, "sk"))
-    first = sidecars(lane.sidecar_env(engine, **SLOW))
-    wait_for(lambda: decided(engine) >= 40, 30, "the stream to start", first, every=0.005)
+    first = _slow_stream_started(lane, engine, symbol, sidecars, "sk")
     first.kill()
     killed_at = time.monotonic()
     assert decided(engine) < N, "the stream finished before the kill; the test proves nothing"
@@ -60,16 +51,14 @@ def test_sidecar_when_killed_mid_stream_then_restarted_sidecar_finishes_and_noth
     # it out, so the restarted sidecar settles them too before we look at what is left.
     time.sleep(max(0.0, killed_at + LEASE_S + 3 - time.monotonic()))
     assert second.terminate() == 0
-    _assert_all_decided_once(engine, "sk")
+    assert_stream_decided_once(engine, "sk", N)
     assert lane.leftover() == []
     assert lane.dead_letters() == []
 
 
 def test_sidecar_when_sigterm_mid_stream_then_exits_0_and_restart_finishes_the_stream(lane, engine, symbol,
                                                                                       sidecars):
-    lane.publish(orders(N, symbol, "st"))
-    first = sidecars(lane.sidecar_env(engine, **SLOW))
-    wait_for(lambda: decided(engine) >= 40, 30, "the stream to start", first, every=0.005)
+    first = _slow_stream_started(lane, engine, symbol, sidecars, "st")
     assert first.terminate() == 0
     assert decided(engine) < N, "the stream finished before SIGTERM; the test proves nothing"
     assert "drained" in first.tail()
@@ -79,5 +68,5 @@ def test_sidecar_when_sigterm_mid_stream_then_exits_0_and_restart_finishes_the_s
     second = sidecars(lane.sidecar_env(engine))
     wait_for(lambda: decided(engine) >= N, 60, "every order after the restart", second)
     assert second.terminate() == 0
-    _assert_all_decided_once(engine, "st")
+    assert_stream_decided_once(engine, "st", N)
     assert lane.leftover() == []

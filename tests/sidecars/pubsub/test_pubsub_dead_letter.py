@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.sidecar_bench import orders
-from tests.sidecars.pubsub.pubsub_helpers import decided, wait_for
+from tests.support.sidecar_fixtures import decided, decision, wait_for
 
 
 def test_malformed_when_published_among_orders_then_each_dead_lettered_with_reason(lane, engine, symbol, sidecars):
@@ -38,13 +38,9 @@ def test_malformed_when_published_among_orders_then_each_dead_lettered_with_reas
     assert "exceeds" in by_source[garbage_ids["oversized"]].attributes["wojak_reason"]
     assert by_source[garbage_ids["wrong_schema"]].attributes["wojak_client_order_id"] == "bad-side-1"
 
-    store = engine.store()
-    try:
-        assert store.counts()["orders"] == 24
-        assert {store.get_decision(f"ok-{i}").status for i in range(20)} == {"FILLED"}
-        bad = store.get_decision("bad-side-1")
-        assert bad.status == "REJECTED" and bad.reasons[0].startswith("SCHEMA")
-    finally:
-        store.close()
+    assert decided(engine) == 24
+    assert {decision(engine, f"ok-{i}").status for i in range(20)} == {"FILLED"}
+    bad = decision(engine, "bad-side-1")
+    assert bad.status == "REJECTED" and bad.reasons[0].startswith("SCHEMA")
     assert len(engine.broker_calls()) == 20
     assert lane.leftover() == []

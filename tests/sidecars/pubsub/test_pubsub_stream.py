@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.sidecar_bench import orders
-from tests.sidecars.pubsub.pubsub_helpers import decided, wait_for
+from tests.support.sidecar_fixtures import assert_stream_decided_once, decided, decision, decisions, last_price, wait_for
 
 
 def _order(coid: str, symbol: str, **extra) -> dict:
@@ -20,16 +20,9 @@ def test_stream_when_1000_orders_published_then_1000_decisions_and_subscription_
 
     wait_for(lambda: decided(engine) >= 1000, 60, "1000 decisions", sidecar)
     assert sidecar.terminate() == 0
-    store = engine.store()
-    try:
-        counts = store.counts()
-        statuses = {store.get_decision(f"vol-{i}").status for i in range(1000)}
-    finally:
-        store.close()
-    assert counts["orders"] == 1000 and counts["pending"] == 0
-    assert statuses == {"FILLED"}
-    calls = engine.broker_calls()
-    assert len(calls) == 1000 and set(calls.values()) == {1}
+    assert_stream_decided_once(engine, "vol", 1000)
+    d = decisions(engine)
+    assert {d[f"vol-{i}"].status for i in range(1000)} == {"FILLED"}
     # A clean stop acks what was answered and nacks the rest, so whatever Pub/Sub still holds is
     # deliverable right away: nothing must be.
     assert lane.leftover() == []
@@ -39,23 +32,11 @@ def test_stream_when_1000_orders_published_then_1000_decisions_and_subscription_
 def test_tick_when_published_then_engine_price_moves_and_market_order_fills_at_it(lane, engine, symbol, sidecars):
     sidecar = sidecars(lane.sidecar_env(engine))
     lane.publish([json.dumps({"kind": "tick", "symbol": symbol, "ltp": 26150.5}).encode()])
-
-    def price() -> float | None:
-        store = engine.store()
-        try:
-            return store.last_prices().get(symbol, (None, 0))[0]
-        finally:
-            store.close()
-
-    wait_for(lambda: price() == 26150.5, 20, "the tick to move the last price", sidecar)
+    wait_for(lambda: last_price(engine, symbol) == 26150.5, 20, "the tick to move the last price", sidecar)
     market = {k: v for k, v in _order("mkt-1", symbol, order_type="MARKET").items() if k != "price"}
     lane.publish([json.dumps(market).encode()])
     wait_for(lambda: decided(engine) >= 1, 20, "the MARKET order's decision", sidecar)
-    store = engine.store()
-    try:
-        d = store.get_decision("mkt-1")
-    finally:
-        store.close()
+    d = decision(engine, "mkt-1")
     assert d.status == "FILLED" and d.fill_price == 26150.5, d
     assert sidecar.terminate() == 0
     assert lane.leftover() == []
@@ -70,11 +51,7 @@ def test_batch_message_when_json_array_of_orders_then_each_decided_and_message_a
 
     wait_for(lambda: decided(engine) >= 3, 20, "three decisions from one message", sidecar)
     assert sidecar.terminate() == 0
-    store = engine.store()
-    try:
-        assert [store.get_decision(f"arr-{i}").status for i in range(3)] == ["FILLED"] * 3
-    finally:
-        store.close()
+    assert [decision(engine, f"arr-{i}").status for i in range(3)] == ["FILLED"] * 3
     assert set(engine.broker_calls().values()) == {1}
     assert lane.leftover() == []
     assert lane.dead_letters() == []
@@ -91,11 +68,7 @@ def test_batch_message_when_an_item_is_not_an_object_then_nothing_executes_and_m
     assert dead[0].message.data == mixed
     assert dead[0].message.attributes["wojak_reason"].startswith("SCHEMA")
     assert dead[0].message.attributes["wojak_source_message_id"] == mixed_id
-    store = engine.store()
-    try:
-        # A batch with a non-object item is malformed as a whole: it is not split, none of it executes.
-        assert store.get_decision("mix-0") is None and store.get_decision("mix-2") is None
-    finally:
-        store.close()
+    # A batch with a non-object item is malformed as a whole: it is not split, none of it executes.
+    assert decision(engine, "mix-0") is None and decision(engine, "mix-2") is None
     assert sidecar.terminate() == 0
     assert lane.leftover() == []

@@ -1,48 +1,13 @@
-"""Helpers for the RabbitMQ sidecar tests: the sidecar process, a test lane of queues, polling."""
+"""Helpers for the RabbitMQ sidecar tests: a test lane of queues."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pika
 
 from sidecars.rabbitmq import declare_topology
 from tests.support.engine_proc import EngineProcess
 from tests.support.rabbitmq_server import RabbitMQServer
-
-
-class Sidecar:
-    """The real `wojak sidecar rabbitmq` process."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = dict(os.environ, **env)
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Sidecar":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "wojak.cli", "sidecar", "rabbitmq"], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 40.0) -> int:
-        self.proc.terminate()
-        return self.proc.wait(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 @dataclass
@@ -79,6 +44,12 @@ class Lane:
                 p = pika.BasicProperties(delivery_mode=2, message_id=f"{self.queue}-{i}" if ids else None, **props)
                 ch.basic_publish("", queue or self.queue, body, p, mandatory=True)
 
+    drain_poll_s = 0.3  # how often `drained` is worth asking
+
+    def drained(self) -> bool:
+        """Nothing ready and nothing unacked on the orders queue."""
+        return self.counts() == (0, 0)
+
     def counts(self, queue: str | None = None) -> tuple[int, int]:
         return self.server.queue_counts(queue or self.queue)
 
@@ -106,32 +77,3 @@ class _Channel:
 
     def __exit__(self, *exc) -> None:
         self.conn.close()
-
-
-def wait_for(predicate, timeout: float, what: str, sidecar: Sidecar | None = None, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if sidecar is not None and not sidecar.alive:
-            raise AssertionError(f"sidecar exited ({sidecar.proc.returncode}) while waiting for {what}:\n{sidecar.tail()}")
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" +
-                         (f"\nsidecar log:\n{sidecar.tail()}" if sidecar else ""))
-
-
-def decided(engine: EngineProcess) -> int:
-    store = engine.store()
-    try:
-        return store.counts()["orders"]
-    finally:
-        store.close()
-
-
-def decision(engine: EngineProcess, client_order_id: str):
-    store = engine.store()
-    try:
-        return store.get_decision(client_order_id)
-    finally:
-        store.close()

@@ -5,19 +5,12 @@ import json
 
 from bench.sidecar_bench import orders
 from sidecars.rabbitmq import REASON_HEADER
-from tests.sidecars.rabbitmq.rabbitmq_helpers import decided, decision, wait_for
+from tests.support.sidecar_fixtures import decided, decision, garbage, wait_for
 
 
 def test_malformed_messages_when_consumed_then_dead_lettered_with_reason_and_rest_decided(lane, engine, symbol,
                                                                                            sidecars):
-    good = orders(20, symbol, "dl")
-    bad = {
-        b"this is not json {": "SCHEMA: not JSON",
-        json.dumps({"client_order_id": "wrong-1", "symbol": symbol, "side": "HOLD", "quantity": 65}).encode():
-            "SCHEMA",
-        bytes(range(256)) * 4: "SCHEMA: not JSON",
-        json.dumps({"client_order_id": "big-1", "pad": "x" * (65 * 1024)}).encode(): "SCHEMA: message of",
-    }
+    good, bad = orders(20, symbol, "dl"), garbage(symbol)
     lane.publish(good[:10] + list(bad) + good[10:])
     car = sidecars(lane.sidecar_env(engine))
     wait_for(lambda: decided(engine) == 24, 30, "20 orders and 4 garbage messages recorded", car)
@@ -32,7 +25,7 @@ def test_malformed_messages_when_consumed_then_dead_lettered_with_reason_and_res
         assert by_body[body].headers["x-wojak-source-queue"] == lane.queue
     assert "$.side" in by_body[list(bad)[1]].headers[REASON_HEADER]  # the schema error names the field
     assert decision(engine, "wrong-1").reasons[0].startswith("SCHEMA")
-    wait_for(lambda: lane.counts() == (0, 0), 20, "the orders queue drained", car, every=0.3)
+    wait_for(lane.drained, 20, "the orders queue drained", car, every=lane.drain_poll_s)
     assert all(decision(engine, f"dl-{i}").status == "FILLED" for i in range(20))
 
 
@@ -43,7 +36,7 @@ def test_same_id_with_other_content_when_consumed_then_dead_lettered_as_duplicat
     car = sidecars(lane.sidecar_env(engine))
     dead: list = []
     wait_for(lambda: dead.extend(lane.dead_letters()) or dead, 20, "the impostor dead-lettered", car)
-    wait_for(lambda: lane.counts() == (0, 0), 20, "the orders queue drained", car, every=0.3)
+    wait_for(lane.drained, 20, "the orders queue drained", car, every=lane.drain_poll_s)
     dead.extend(lane.dead_letters())
     assert len(dead) == 1
     props, body = dead[0]
@@ -51,7 +44,7 @@ def test_same_id_with_other_content_when_consumed_then_dead_lettered_as_duplicat
     assert props.headers[REASON_HEADER].startswith("DUPLICATE_ID_MISMATCH")
     assert decision(engine, "twin-1").quantity == 65
     assert engine.broker_calls() == {"twin-1": 1}
-    wait_for(lambda: lane.counts() == (0, 0), 20, "the orders queue drained", car, every=0.3)
+    wait_for(lane.drained, 20, "the orders queue drained", car, every=lane.drain_poll_s)
 
 
 def test_broker_dead_letters_on_its_own_when_rejected_then_message_reaches_same_dlq(lane):
