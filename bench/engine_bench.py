@@ -65,9 +65,10 @@ def _frames(n: int, batch: int, tick_every: int, seed: int = 1) -> list[tuple[by
             price = px + 0.01  # not a multiple of 0.05: REJECTED
         account = f"acct{i % ACCOUNTS}"
         side = "BUY" if (i // len(contracts)) % 2 == 0 else "SELL"
-        order = {"client_order_id": f"b{run}-{i}", "symbol": "NOPE26DECFUT" if 0.03 <= r < 0.035 else sym,
+        # Ids ascend per strategy, as an algo's do (four strategies interleaved).
+        order = {"client_order_id": f"s{i % 4}-{run}-{i:010d}", "symbol": "NOPE26DECFUT" if 0.03 <= r < 0.035 else sym,
                  "side": side, "quantity": lot * (1 + i % 3), "order_type": "LIMIT", "price": price,
-                 "account": account, "strategy": "bench"}
+                 "account": account, "strategy": f"s{i % 4}"}
         pending.append(order)
         if len(pending) == batch or i == n - 1:
             rid += 1
