@@ -79,6 +79,11 @@ def local(config_path: str | None, demo: bool) -> None:
 def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool, source: str | None) -> None:
     """Benchmark the real path: DEALER -> ZeroMQ -> engine -> risk -> sandbox -> SQLite FULL -> answer."""
     if source:
+        # The source benchmarks start their servers with the test suite's launchers (tests/support),
+        # so they run from a checkout of the repository: put its root on the path.
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         module = importlib.import_module(f"bench.sidecar_{source}")
         click.echo(module.main(orders if orders != 200_000 else 5000).line())
         return
