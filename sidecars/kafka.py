@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from engine.config import Config
-from sidecars.main import run_source
+from sidecars.main import start
 from sidecars.payload import shape
 from sidecars.runtime import Message, Source
 from sidecars.settings import SettingsError, env, window
@@ -418,9 +418,4 @@ class KafkaSource(Source):
 
 
 def main(cfg: Config) -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as e:
-        log.error("kafka sidecar not started: %s", e)
-        return 2
-    return run_source(cfg, lambda: KafkaSource(settings), receive_max=settings.receive_max)
+    return start(cfg, "kafka", Settings.from_env, KafkaSource, lambda s: s.receive_max)

@@ -275,13 +275,8 @@ class PubSubSource(Source):
 
 
 def main(cfg: Config) -> int:
-    from sidecars.main import run_source
+    from sidecars.main import start
 
     # google-api-core warns about future Python support on import; a sidecar's log is for trading.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
-    try:
-        settings = Settings.from_env()
-    except SettingsError as e:
-        log.error("pubsub sidecar not started: %s", e)
-        return 2
-    return run_source(cfg, lambda: PubSubSource(settings), receive_max=settings.window)
+    return start(cfg, "pubsub", Settings.from_env, PubSubSource, lambda s: s.window)

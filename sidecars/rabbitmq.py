@@ -48,7 +48,7 @@ import pika
 from pika.exceptions import AMQPError
 
 from engine.config import Config
-from sidecars.main import run_source
+from sidecars.main import start
 from sidecars.payload import shape
 from sidecars.runtime import Message, Source
 from sidecars.settings import SettingsError, env, flag, window
@@ -256,10 +256,5 @@ def _quietly(fn) -> None:
 
 
 def main(cfg: Config) -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as e:
-        log.error("rabbitmq sidecar not started: %s", e)
-        return 2
     logging.getLogger("pika").setLevel(logging.WARNING)  # pika logs every connection step at INFO
-    return run_source(cfg, lambda: RabbitMQSource(settings), receive_max=settings.receive_max)
+    return start(cfg, "rabbitmq", Settings.from_env, RabbitMQSource, lambda s: s.receive_max)
