@@ -24,8 +24,12 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class EngineSection(_Section):
     endpoint: str = "ipc://wojak-engine.sock"
-    # Most requests the loop takes off the socket before one group commit.
+    # Most requests, and most items (orders, ticks) in them, the loop takes off the socket as one
+    # batch (one intent write, one group commit). Smaller batches keep several in the pipeline at
+    # once - one being decided while the store writer commits the one before - and that overlap,
+    # not batch size, is what sets throughput with a bounded window in flight.
     max_batch: PositiveInt = 512
+    max_batch_items: PositiveInt = 48
     # "" = the system clock. An ISO-8601 time starts the engine's clock there, running at real speed:
     # for replays, drills and tests of time rules (market hours, expiry-day cutoff).
     simulated_start: str = ""
@@ -40,6 +44,9 @@ class EngineSection(_Section):
 class StoreSection(_Section):
     kind: Literal["sqlite", "couchbase"] = "sqlite"
     path: str = "wojak-data/wojak.db"
+    # "process": a child process commits batches while the engine gates the next one (answers still
+    # leave only after their commit); "inline": the engine commits each batch itself.
+    writer: Literal["process", "inline"] = "process"
     # couchbase: connection string and credentials come from env vars, never from this file
     connstr_env: str = "WOJAK_COUCHBASE_CONNSTR"
     username_env: str = "WOJAK_COUCHBASE_USERNAME"

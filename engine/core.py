@@ -3,13 +3,16 @@
     intake -> idempotency -> gate (validate, limits) -> intents committed -> broker -> settle
            -> one store commit -> answers
 
-`Engine.handle(frames)` returns the answers only after the commit: the caller (the ZeroMQ loop) can
-never send an answer whose decision is not durable. It knows nothing of sockets or sources.
+`Engine.process(frames)` runs a batch up to its commit and returns a `Turn`: the batch to commit and
+the answers, which may leave only once that commit is confirmed (`Engine.confirm(seq)`). The ZeroMQ
+loop hands the commit to the store writer process and gates the next batch meanwhile; decisions
+made but not yet confirmed answer redeliveries from memory (`inflight`). `Engine.handle(frames)`
+does both steps in line. The engine knows nothing of sockets or sources.
 """
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,16 @@ class _BadRequest:
     error: str
 
 
+@dataclass(slots=True)
+class Turn:
+    """One batch processed: answers that may leave once `seq` is committed (seq 0: nothing to commit,
+    the answers wait only for the batches before them)."""
+
+    seq: int
+    commit: CommitBatch
+    answers: list[bytes]
+
+
 @dataclass
 class _Work:
     moment: Moment
@@ -77,6 +90,11 @@ class Engine:
         self.ltp_ts: dict[str, int] = {}
         self.stats: Counter[str] = Counter()
         self.needs_reconcile = True
+        self.seq = 0  # last batch handed out to commit
+        self.inflight: dict[str, Known] = {}  # decided, commit not confirmed yet
+        self._inflight_by_seq: deque[tuple[int, list[str]]] = deque()  # (seq, ids decided or dropped in it)
+        self._resolved: list[str] = []  # ids decided and confirmed since the last commit_intents
+        self.checkpoints: dict[str, str] = {}  # source checkpoints set by this process, newest value
 
     # -- start-up -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -86,9 +104,7 @@ class Engine:
         now = Moment.at(self.clock, self.cfg.risk)
         self.book.roll_day(now.today.isoformat())
         for p in self.store.positions():
-            self.book.positions[(p.account, p.symbol)] = PositionState(p.net_qty, p.avg_price, p.realised_pnl)
-            if p.net_qty:
-                self.book.held.setdefault(p.account, set()).add(p.symbol)
+            self.book.load_position(p.account, p.symbol, PositionState(p.net_qty, p.avg_price, p.realised_pnl))
         for symbol, (ltp, ts) in self.store.last_prices().items():
             self.book.ltp[symbol] = ltp
             self.ltp_ts[symbol] = ts
@@ -100,6 +116,15 @@ class Engine:
 
     # -- the batch pipeline -------------------------------------------------------------------
     def handle(self, frames: list[bytes]) -> list[bytes]:
+        """Process a batch and commit it in line: the answers, durable."""
+        turn = self.process(frames)
+        if turn.seq:
+            self.store.commit(turn.commit)
+            self.confirm(turn.seq)
+        return turn.answers
+
+    def process(self, frames: list[bytes]) -> Turn:
+        """Decide a batch; its answers may leave only after `turn.commit` is committed."""
         moment = Moment.at(self.clock, self.cfg.risk)
         self._roll_day(moment)
         self.book.begin_batch(moment.ns)
@@ -109,18 +134,39 @@ class Engine:
             try:
                 from engine.reconcile import reconcile
 
-                reconcile(self)
+                for d, h, _ in reconcile(self, work.commit):
+                    work.seen[d.client_order_id] = Known(h, d)
             except BrokerError as e:
                 log.warning("broker unavailable, answering retry: %s", e)
-                return [self._retry_all(r, str(e)) for r in requests]
+                return self._turn(work, [self._retry_all(r, str(e)) for r in requests])
         parsed = [self._intake(r) for r in requests]
         known = self._lookup(parsed)
         answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
         self._execute(work)
         self.book.end_batch()
         record_book_changes(self.book, work.touched, work.commit)
-        self.store.commit(work.commit)  # durable before any answer exists
-        return [self._answer(r, a) for r, a in zip(requests, answers)]
+        return self._turn(work, [self._answer(r, a) for r, a in zip(requests, answers)])
+
+    def _turn(self, work: _Work, answers: list[bytes]) -> Turn:
+        if work.commit.empty():
+            return Turn(0, work.commit, answers)
+        self.seq += 1
+        decided = [d.client_order_id for d, _, _ in work.commit.decisions]
+        for (d, h, _), coid in zip(work.commit.decisions, decided):
+            self.inflight[coid] = Known(h, d)
+        self._inflight_by_seq.append((self.seq, decided + work.commit.dropped_intents))
+        return Turn(self.seq, work.commit, answers)
+
+    def confirm(self, seq: int) -> None:
+        """Batches up to `seq` are committed: their decisions are the store's to answer from now."""
+        q = self._inflight_by_seq
+        while q and q[0][0] <= seq:
+            _, decided = q.popleft()
+            for coid in decided:
+                self.inflight.pop(coid, None)
+            # Only a committed decision (or drop) resolves an intent: an order left PENDING by a
+            # broker failure has none, and its intent stays for reconciliation.
+            self._resolved.extend(decided)
 
     def _decode(self, frame: bytes, work: _Work) -> protocol.Request | _BadRequest:
         try:
@@ -152,7 +198,14 @@ class Engine:
 
     def _lookup(self, parsed: list[list[intake.Item]]) -> dict[str, Known]:
         keys = [it.key for items in parsed for it in items if it.tick is None and it.key]
-        return self.store.lookup(keys) if keys else {}
+        if not keys:
+            return {}
+        inflight = self.inflight
+        rest = [k for k in keys if k not in inflight]
+        known = self.store.lookup(rest) if rest else {}
+        if len(rest) < len(keys):
+            known.update({k: inflight[k] for k in keys if k in inflight})
+        return known
 
     def _decide(self, req: protocol.Request | _BadRequest, items: list[intake.Item], known: dict[str, Known],
                 work: _Work) -> list[Any] | None:
@@ -161,6 +214,10 @@ class Engine:
             return None
         if req.kind == "halt" or req.kind == "resume":
             self._set_halt(req.kind == "halt", str(req.args.get("reason", "manual"))[:200], work)
+            return None
+        if req.kind == "set_checkpoint":
+            key, value = req.args["key"], req.args["value"]
+            work.commit.checkpoints[key] = self.checkpoints[key] = value
             return None
         if req.kind not in ORDER_KINDS and req.kind != "tick":
             return None
@@ -254,7 +311,8 @@ class Engine:
         """Commit the intents, then call the broker once for the batch, then settle each order."""
         if not work.intents:
             return
-        self.store.commit_intents(work.intents)
+        resolved, self._resolved = self._resolved, []
+        self.store.commit_intents(work.intents, resolved)
         orders = [bo for i in work.intents for bo in i.broker_orders]
         try:
             results = {r.client_order_id: r for r in self.broker.submit(orders)}
@@ -287,15 +345,17 @@ class Engine:
 
     def _read(self, req: protocol.Request) -> Any:
         k = req.kind
-        if k == "get_order":
-            d = self.store.get_decision(str(req.args.get("client_order_id", "")))
+        if k == "get_order":  # answered after this batch's commit, so a decision in flight is durable then
+            coid = str(req.args.get("client_order_id", ""))
+            mem = self.inflight.get(coid)
+            d = mem.decision if mem is not None else self.store.get_decision(coid)
             return msgspec.to_builtins(d) if d else None
         if k == "positions":
             return self.positions(req.args.get("account"))
         if k == "get_checkpoint":
-            return self.store.get_checkpoint(str(req.args.get("key", "")))
-        if k == "set_checkpoint":  # after the batch commit, before the answer: durable when answered
-            self.store.set_checkpoint(str(req.args["key"]), str(req.args["value"]))
+            key = str(req.args.get("key", ""))
+            return self.checkpoints[key] if key in self.checkpoints else self.store.get_checkpoint(key)
+        if k == "set_checkpoint":  # committed with the batch: durable when answered
             return True
         if k in ("halt", "resume"):
             return {"halted": self.book.halted, "reason": self.book.halt_reason}

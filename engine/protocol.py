@@ -47,8 +47,13 @@ class Response(msgspec.Struct, omit_defaults=True):
     data: Any = None
 
 
+class _Items(msgspec.Struct):
+    items: list[msgspec.Raw] = []
+
+
 _enc = msgspec.msgpack.Encoder()
 _req_dec = msgspec.msgpack.Decoder(Request)
+_items_dec = msgspec.msgpack.Decoder(_Items)
 _resp_dec = msgspec.msgpack.Decoder(Response)
 
 
@@ -58,6 +63,14 @@ def encode(obj: Any) -> bytes:
 
 def decode_request(frame: bytes) -> Request:
     return _req_dec.decode(frame)
+
+
+def count_items(frame: bytes) -> int:
+    """How many items a request frame carries, without decoding them (1 if it is not a request)."""
+    try:
+        return max(1, len(_items_dec.decode(frame).items))
+    except (msgspec.DecodeError, UnicodeDecodeError, TypeError):
+        return 1
 
 
 def decode_response(frame: bytes) -> Response:

@@ -22,13 +22,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("wojak.reconcile")
 
 
-def reconcile(engine: "Engine") -> dict[str, int]:
-    """Settle all pending intents; raises BrokerError if the broker cannot answer (retried later)."""
-    intents = engine.store.pending_intents()
+def reconcile(engine: "Engine", into: CommitBatch | None = None) -> list[tuple]:
+    """Settle all pending intents; raises BrokerError if the broker cannot answer (retried later).
+
+    into: the running batch to add the outcome to (in service: it commits, in order, with that batch);
+    None at start-up, where it is committed here. Returns the decisions made."""
+    # Intents whose decisions are made but still on their way to the store are not pending.
+    intents = [i for i in engine.store.pending_intents() if i.client_order_id not in engine.inflight]
     summary = {"pending": len(intents), "settled": 0, "dropped": 0, "completed_slices": 0}
     if not intents:
         engine.needs_reconcile = False
-        return summary
+        return []
     known = engine.broker.lookup([bo.client_order_id for i in intents for bo in i.broker_orders])
     missing = [bo for i in intents if any(b.client_order_id in known for b in i.broker_orders)
                for bo in i.broker_orders if bo.client_order_id not in known]
@@ -37,7 +41,8 @@ def reconcile(engine: "Engine") -> dict[str, int]:
         summary["completed_slices"] = len(missing)
 
     now = Moment.at(engine.clock, engine.cfg.risk).ns
-    batch = CommitBatch()
+    batch = CommitBatch() if into is None else into
+    first = len(batch.decisions)
     touched: set[tuple[str, str]] = set()
     for intent in intents:
         if not any(bo.client_order_id in known for bo in intent.broker_orders):
@@ -50,7 +55,8 @@ def reconcile(engine: "Engine") -> dict[str, int]:
         batch.decisions.append((d, intent.content_hash, intent.order))
         summary["settled"] += 1
     record_book_changes(engine.book, touched, batch)
-    engine.store.commit(batch)
+    if into is None:
+        engine.store.commit(batch)
     engine.needs_reconcile = False
     log.warning("reconciled pending intents: %s", summary)
-    return summary
+    return batch.decisions[first:]

@@ -8,10 +8,13 @@ count them as if filled (an open order is exposure), which keeps a batch as safe
 
 An account's gross exposure and mark-to-market follow every position change exactly (term by
 term, O(1) per order) and are revalued at market prices at most `refresh_ns` apart (default
-1 s): walking every held symbol for every order would cost more than the rest of the gate.
+1 s): walking every held symbol for every order would cost more than the rest of the gate. Each
+account's revaluations are staggered by a fixed offset of its own (up to half the period), so
+accounts that started together do not all fall due in the same batch, every second.
 """
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -57,14 +60,15 @@ class Book:
     day_realised: dict[str, float] = field(default_factory=dict)
     halted: bool = False
     halt_reason: str = ""
-    held: dict[str, set[str]] = field(default_factory=dict)  # account -> symbols with a position
-    pending: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Per account, for the revaluation loop (small dicts walk fast; one big dict keyed by pairs
+    # does not): symbol -> its position (None while the symbol only has orders pending).
+    held: dict[str, dict[str, PositionState | None]] = field(default_factory=dict)
+    pending: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> symbol -> signed qty
     rate: dict[str, deque] = field(default_factory=dict)
     refresh_ns: int = 1_000_000_000  # [risk] mtm_refresh_ms
     now_ns: int = 0
     _exposure: dict[str, _Exposure] = field(default_factory=dict)
-    _gterm: dict[tuple[str, str], float] = field(default_factory=dict)
-    _mterm: dict[tuple[str, str], float] = field(default_factory=dict)
+    _terms: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # (gross, mtm) terms
     _pending_px: dict[tuple[str, str], float] = field(default_factory=dict)  # price of a pending order
 
     def roll_day(self, day: str) -> None:
@@ -72,29 +76,43 @@ class Book:
             self.day = day
             self.day_realised = {}
 
+    def load_position(self, account: str, symbol: str, state: PositionState) -> None:
+        """Start-up: a position as the store has it."""
+        self.positions[(account, symbol)] = state
+        if state.net_qty:
+            self.held.setdefault(account, {})[symbol] = state
+
     def net(self, account: str, symbol: str) -> int:
         """Net quantity including orders pending at the broker."""
-        key = (account, symbol)
-        pos = self.positions.get(key)
-        return (pos.net_qty if pos else 0) + self.pending.get(key, 0)
+        pos = self.positions.get((account, symbol))
+        pend = self.pending.get(account)
+        return (pos.net_qty if pos else 0) + (pend.get(symbol, 0) if pend else 0)
 
     # -- exposure: exact for every position change, revalued at market every refresh_ns ----------
     def begin_batch(self, now_ns: int) -> None:
         self.now_ns = now_ns
 
     def add_pending(self, account: str, symbol: str, signed_qty: int, price: float | None = None) -> None:
-        key = (account, symbol)
-        self.pending[key] = self.pending.get(key, 0) + signed_qty
-        self.held.setdefault(account, set()).add(symbol)
-        self._recount(account, symbol, price)
+        pend = self.pending.get(account)
+        if pend is None:
+            pend = self.pending[account] = {}
+        pend[symbol] = pend.get(symbol, 0) + signed_qty
+        held = self.held.get(account)
+        if held is None:
+            held = self.held[account] = {}
+        if symbol not in held:
+            held[symbol] = self.positions.get((account, symbol))
+        if price is not None:
+            self._pending_px[(account, symbol)] = price
+        self._recount(account, symbol)
 
     def end_batch(self) -> None:
         """The batch's pending orders are settled (filled into positions, or failed): count them so."""
-        keys = list(self.pending)
-        self.pending.clear()
+        settled, self.pending = self.pending, {}
         self._pending_px.clear()
-        for account, symbol in keys:
-            self._recount(account, symbol)
+        for account, symbols in settled.items():
+            for symbol in symbols:
+                self._recount(account, symbol)
 
     def gross_exposure(self, account: str) -> float:
         """Sum of |net qty incl. pending| x last price (average price where no tick yet)."""
@@ -106,50 +124,64 @@ class Book:
 
     def _view(self, account: str) -> _Exposure:
         e = self._exposure.get(account)
-        if e is None or self.now_ns - e.stamp > self.refresh_ns:
-            e = self._exposure[account] = self._revalue(account)
+        if e is None:
+            # First valuation stamped up to half a period early, by an offset fixed per account:
+            # accounts that start together then fall due at different times, not all in one batch.
+            stamp = self.now_ns - zlib.crc32(account.encode()) % 512 * (self.refresh_ns // 1024)
+            e = self._exposure[account] = self._revalue(account, stamp)
+        elif self.now_ns - e.stamp > self.refresh_ns:
+            e = self._exposure[account] = self._revalue(account, e.stamp + self.refresh_ns)
         return e
 
-    def _revalue(self, account: str) -> _Exposure:
-        """Every (account, symbol) term at current prices: one tight loop, run at most every refresh_ns."""
-        e = _Exposure(stamp=self.now_ns)
-        positions, pending, ltp = self.positions, self.pending, self.ltp
-        gterm, mterm = self._gterm, self._mterm
-        for sym in self.held.get(account, ()):
-            key = (account, sym)
-            pos = positions.get(key)
-            held = pos.net_qty if pos else 0
-            px = ltp.get(sym)
-            if px is None:  # no tick yet: average price, or the pending order's own price
-                g = abs(held + pending.get(key, 0)) * (pos.avg_price if held else self._pending_px.get(key, 0.0))
-                m = 0.0
-            else:
-                g = abs(held + pending.get(key, 0)) * px
-                m = (px - pos.avg_price) * held if held else 0.0
-            gterm[key] = g
-            mterm[key] = m
-            e.gross += g
-            e.mtm += m
-        return e
+    def _revalue(self, account: str, stamp: int) -> _Exposure:
+        """Every (account, symbol) term at current prices: one tight loop, run at most every refresh_ns.
+        Symbols left flat with nothing pending drop out of `held` on the way."""
+        terms: dict[str, tuple[float, float]] = {}
+        self._terms[account] = terms
+        held_syms = self.held.get(account)
+        gross = mtm = 0.0
+        if held_syms:
+            ltp, pend, pending_px = self.ltp, self.pending.get(account), self._pending_px
+            flat = []
+            for sym, pos in held_syms.items():
+                held = pos.net_qty if pos is not None else 0
+                q = held + pend.get(sym, 0) if pend else held
+                if not q and not held:
+                    flat.append(sym)
+                    continue
+                px = ltp.get(sym)
+                if px is None:  # no tick yet: average price, or the pending order's own price
+                    g = abs(q) * (pos.avg_price if held else pending_px.get((account, sym), 0.0))
+                    m = 0.0
+                else:
+                    g = abs(q) * px
+                    m = (px - pos.avg_price) * held if held else 0.0
+                terms[sym] = (g, m)
+                gross += g
+                mtm += m
+            for sym in flat:
+                del held_syms[sym]
+        # Never stamped more than a period in the past (an account idle for a while).
+        return _Exposure(gross, mtm, max(stamp, self.now_ns - self.refresh_ns))
 
-    def _recount(self, account: str, symbol: str, price: float | None = None) -> None:
+    def _recount(self, account: str, symbol: str) -> None:
         """Replace one (account, symbol) term in the account's gross exposure and MTM."""
         e = self._exposure.get(account)
         if e is None:
             return  # valued in full on first use
-        key = (account, symbol)
-        pos = self.positions.get(key)
+        pos = self.positions.get((account, symbol))
         px = self.ltp.get(symbol)
-        held = pos.net_qty if pos else 0
-        if price is not None:
-            self._pending_px[key] = price
-        gpx = px if px is not None else (pos.avg_price if held else self._pending_px.get(key, 0.0))
-        g = abs(held + self.pending.get(key, 0)) * gpx
+        held = pos.net_qty if pos is not None else 0
+        pend = self.pending.get(account)
+        q = held + pend.get(symbol, 0) if pend else held
+        gpx = px if px is not None else (pos.avg_price if held else self._pending_px.get((account, symbol), 0.0))
+        g = abs(q) * gpx
         m = (px - pos.avg_price) * held if (held and px is not None) else 0.0
-        e.gross += g - self._gterm.get(key, 0.0)
-        e.mtm += m - self._mterm.get(key, 0.0)
-        self._gterm[key] = g
-        self._mterm[key] = m
+        terms = self._terms[account]
+        old_g, old_m = terms.get(symbol, (0.0, 0.0))
+        e.gross += g - old_g
+        e.mtm += m - old_m
+        terms[symbol] = (g, m)
 
     def day_pnl(self, account: str) -> float:
         """Realised today plus mark-to-market of open positions against their average price."""
@@ -163,7 +195,10 @@ class Book:
         pnl = pos.apply_fill(signed_qty, price)
         if pnl:
             self.day_realised[account] = self.day_realised.get(account, 0.0) + pnl
-        self.held.setdefault(account, set()).add(symbol)
+        held = self.held.get(account)
+        if held is None:
+            held = self.held[account] = {}
+        held[symbol] = pos
         self._recount(account, symbol)
         return pos
 

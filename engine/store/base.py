@@ -4,7 +4,12 @@ same contract suite (tests/engine/test_store_contract.py).
 Two writes carry the invariants:
 - `commit_intents`: orders about to be sent, committed *before* the broker is called;
 - `commit`: one atomic batch of decisions, trades, positions, day P&L, ticks, escalations (the
-  outbox), settings and intent resolutions, committed *before* any answer leaves the engine.
+  outbox), settings, source checkpoints and dropped intents, committed *before* any answer leaves
+  the engine. An intent is resolved once its order's decision is committed: `pending_intents` and
+  `counts()["pending"]` never include it, whenever the backend physically forgets it.
+
+The engine calls `commit_intents` itself and may hand `commit` to a store writer process
+(engine/store/writer.py), so the two must not wait on each other's locks.
 """
 from __future__ import annotations
 
@@ -55,17 +60,29 @@ class CommitBatch(msgspec.Struct):
     escalations: list[Escalation] = []
     settings: dict[str, str] = {}
     dropped_intents: list[str] = []  # reconciled: the broker never received them
+    checkpoints: dict[str, str] = {}  # source positions (e.g. a Kinesis shard's sequence number)
     anomalies: list[tuple[str, str, str, int]] = []  # (kind, client_order_id, detail, ts)
 
     def empty(self) -> bool:
         return not (self.decisions or self.trades or self.positions or self.day_pnl or self.ticks
-                    or self.escalations or self.settings or self.dropped_intents or self.anomalies)
+                    or self.escalations or self.settings or self.dropped_intents or self.anomalies
+                    or self.checkpoints)
+
+    def extend(self, other: "CommitBatch") -> None:
+        """Append a later batch: one transaction for both, applied in order (later rows win)."""
+        for name in ("decisions", "trades", "positions", "day_pnl", "ticks", "escalations", "dropped_intents",
+                     "anomalies"):
+            getattr(self, name).extend(getattr(other, name))
+        self.settings.update(other.settings)
+        self.checkpoints.update(other.checkpoints)
 
 
 class Store(Protocol):
     # hot path
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]: ...
-    def commit_intents(self, intents: Sequence[Intent]) -> None: ...
+    def commit_intents(self, intents: Sequence[Intent], resolved: Sequence[str] = ()) -> None:
+        """resolved: ids whose decisions are committed since the last call; a backend that keeps
+        intents apart from decisions may forget those intents now (in the same write)."""
     def commit(self, batch: CommitBatch) -> None: ...
 
     # start-up and reconciliation

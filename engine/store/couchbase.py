@@ -222,6 +222,8 @@ def plan_effects(b: CommitBatch) -> dict[str, dict[str, dict]]:
         plan["ticks"] = ticks
     if b.settings:
         plan["settings"] = {doc_key(k): {"key": k, "value": v} for k, v in b.settings.items()}
+    if b.checkpoints:
+        plan["checkpoints"] = {doc_key(k): {"key": k, "value": v} for k, v in b.checkpoints.items()}
     if b.anomalies:
         plan["anomalies"] = {
             doc_key(ts, n, hashlib.sha256(f"{kind}\0{coid}\0{detail}".encode()).hexdigest()[:16]):
@@ -343,7 +345,8 @@ class CouchbaseStore:
         return {coid: Known(doc["content_hash"], decision_from_json(doc["decision"]) if doc.get("decision") else None)
                 for coid, doc in docs.items()}
 
-    def commit_intents(self, intents: Sequence[Intent]) -> None:
+    def commit_intents(self, intents: Sequence[Intent], resolved: Sequence[str] = ()) -> None:
+        # `resolved` needs nothing here: an intent is its order document, replaced by the decision.
         if not intents:
             return
         self._catch_up()
