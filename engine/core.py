@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 
@@ -123,8 +123,11 @@ class Engine:
             self.confirm(turn.seq)
         return turn.answers
 
-    def process(self, frames: list[bytes]) -> Turn:
-        """Decide a batch; its answers may leave only after `turn.commit` is committed."""
+    def process(self, frames: list[bytes], between: Callable[[], None] | None = None) -> Turn:
+        """Decide a batch; its answers may leave only after `turn.commit` is committed.
+
+        between: called between the steps, so the caller can send answers of earlier batches whose
+        commits were confirmed meanwhile, rather than only once this batch is decided."""
         moment = Moment.at(self.clock, self.cfg.risk)
         self._roll_day(moment)
         self.book.begin_batch(moment.ns)
@@ -142,7 +145,11 @@ class Engine:
         parsed = [self._intake(r) for r in requests]
         known = self._lookup(parsed)
         answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
+        if between is not None:
+            between()
         self._execute(work)
+        if between is not None:
+            between()
         self.book.end_batch()
         record_book_changes(self.book, work.touched, work.commit)
         return self._turn(work, [self._answer(r, a) for r, a in zip(requests, answers)])

@@ -41,7 +41,7 @@ def build(cfg: Config) -> Engine:
     from engine.clock import Clock
 
     clock = Clock(cfg.risk.timezone, cfg.engine.simulated_start)
-    store = open_store(cfg.store, hot_path=True)
+    store = open_store(cfg.store, role="engine")
     journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.db"))
     broker = SandboxBroker(journal, cfg.broker.fill_probability, cfg.broker.seed, cfg.broker.latency_ms)
     instruments = load_instruments(cfg.instruments.path, clock.local().date())
@@ -84,7 +84,7 @@ class Server:
         self.ctx = zmq.Context.instance()
         self.sock: zmq.Socket | None = None
         self.auth = None
-        self.outbox = OutboxWorker(lambda: open_store(cfg.store), make_sink(cfg.escalation),
+        self.outbox = OutboxWorker(lambda: open_store(cfg.store, role="background"), make_sink(cfg.escalation),
                                    cfg.escalation.max_attempts, now_ns=self.engine.clock.now_ns,
                                    checkpoint=cfg.store.writer == "inline")  # else the writer's job
         self.batches = 0
@@ -196,32 +196,44 @@ class Server:
                 checkpoint("PASSIVE")
 
     def _serve_pipelined(self, writer: StoreWriter) -> None:
-        """Decide batch N+1 while the writer commits batch N; answers leave in order, once committed."""
+        """Decide batch N+1 while the writer commits batch N; answers leave in order, once durable."""
         engine, sock = self.engine, self.sock
         waiting: deque[tuple[int, list[list[bytes]], list[bytes]]] = deque()  # (seq to wait for, envelopes, answers)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(writer.sock, zmq.POLLIN)
+        poller.register(writer.mat_sock, zmq.POLLIN)
         reading = True
+
+        def answer_confirmed() -> None:
+            """Send every answer whose batch the writer has confirmed durable (in order)."""
+            done = writer.poll_confirmed()
+            while waiting and waiting[0][0] <= done:
+                _, envelopes, answers = waiting.popleft()
+                self._send(envelopes, answers)
+
+        def between_steps() -> None:  # while a batch is being decided: answers need not wait for it
+            if waiting and writer.sock.poll(0):
+                answer_confirmed()
+
         while not (self.stopping.is_set() and not waiting):
             events = dict(poller.poll(100))
             if writer.sock in events:
-                done = writer.poll_confirmed()
-                engine.confirm(done)
-                while waiting and waiting[0][0] <= done:
-                    _, envelopes, answers = waiting.popleft()
-                    self._send(envelopes, answers)
-                if self._escalated:  # the outbox reads what is committed
+                answer_confirmed()
+            if writer.mat_sock in events:
+                engine.confirm(writer.poll_materialized())
+                if self._escalated:  # the outbox reads what the tables hold
                     self._escalated = False
                     self.outbox.wake.set()
-            elif not events:
+            if not events:
                 if waiting:
                     writer.check_alive()
                 elif time.monotonic() - self._last_request > 1.0:
                     self._gc_idle()
             # Back-pressure: with the writer far behind (or when stopping) the loop stops reading,
             # and the sources' windows fill.
-            want = not self.stopping.is_set() and len(waiting) < 64
+            want = (not self.stopping.is_set() and len(waiting) < 64
+                    and writer.submitted - writer.materialized < 1024)
             if want and not reading:
                 poller.register(sock, zmq.POLLIN)
             elif reading and not want:
@@ -233,7 +245,7 @@ class Server:
             if not payloads:
                 continue
             escalated_before = engine.stats["ESCALATED"]
-            turn: Turn = engine.process(payloads)
+            turn: Turn = engine.process(payloads, between_steps)
             if turn.seq:
                 writer.submit(turn.seq, turn.commit)
             wait_for = turn.seq or writer.submitted

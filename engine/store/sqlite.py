@@ -15,7 +15,6 @@ reads leave resolved intents out, and the engine forgets them with its next `com
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +22,9 @@ import msgspec
 
 from engine.models import Decision, Escalation, Tick, Trade
 from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow
+from engine.store import sqlite_journal
 from engine.store.intent_log import IntentLog
+from engine.store.sqlite_journal import JournalWriter
 
 _SCHEMA = """
 -- Decided orders: one row each, written once. A rowid table: rows append at the end, and only the
@@ -58,6 +59,8 @@ CREATE TABLE IF NOT EXISTS anomalies (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, client_order_id TEXT NOT NULL,
   detail TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- How far the tables have applied the batch journal (sqlite_journal.py), written with those rows.
+CREATE TABLE IF NOT EXISTS materialized (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
 """
 
 _enc = msgspec.msgpack.Encoder()
@@ -72,24 +75,80 @@ def _chunks(ids: list[str]) -> list[list[str]]:
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, checkpoint_in_background: bool = False, intent_log: bool = True) -> None:
+    """role: "reader" (the default: CLI, tests, tools) applies journaled batches before every read;
+    "engine" applies them once, at open (the engine reads what it has not yet seen from memory);
+    "background" (the engine's outbox thread) never applies them; "writer" (the store writer
+    process) applies them as its job, with the tables at synchronous=NORMAL (the journal is FULL)."""
+
+    def __init__(self, path: str | Path, role: str = "reader") -> None:
+        if role not in ("reader", "engine", "background", "writer"):
+            raise ValueError(f"unknown SqliteStore role {role!r}")
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         self.path = p
+        self.role = role
         self.db = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(f"PRAGMA synchronous={'NORMAL' if role == 'writer' else 'FULL'}")
         self.db.execute("PRAGMA busy_timeout=30000")
         # A checkpoint copies the WAL into the database file and fsyncs it: on the hot path that is a
-        # latency spike every few thousand orders. The engine runs them on a thread of its own
-        # (`checkpoint()` on another connection) and turns automatic checkpoints off for its writer.
-        self.db.execute(f"PRAGMA wal_autocheckpoint={0 if checkpoint_in_background else 4096}")
+        # latency spike every few thousand orders. The engine and its writer run their own, off the
+        # answer path, and turn automatic checkpoints off.
+        self.db.execute(f"PRAGMA wal_autocheckpoint={4096 if role == 'reader' else 0}")
         self.db.execute("PRAGMA cache_size=-65536")
         self.db.executescript(_SCHEMA)
+        self._jread: sqlite3.Connection | None = None
+        if role in ("reader", "engine"):
+            self.materialize()
         # The store writer process commits batches only: it never opens the intent log.
-        self.log = IntentLog(p.with_name(f"{p.stem}-intents")) if intent_log else None
+        self.log = IntentLog(p.with_name(f"{p.stem}-intents")) if role in ("reader", "engine") else None
         if self.log is not None:
             self.log.resolve(self._decided(list(self.log.pending)))
+
+    # -- the batch journal (see sqlite_journal.py) ---------------------------------------------
+    def journal_writer(self) -> JournalWriter:
+        return JournalWriter(self.path)
+
+    def materialize(self, limit: int | None = None) -> int:
+        """Apply journaled batches the tables lack (up to `limit` of them); the last seq applied."""
+        jread = self._journal_reader()
+        if jread is None:
+            return 0
+        with self._tx() as db:
+            row = db.execute("SELECT seq FROM materialized").fetchone()
+            done = row[0] if row else 0
+            q = "SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+            rows = jread.execute(q, (done,)).fetchall()
+            if rows:
+                self._apply(db, sqlite_journal.merged([b for _, b in rows]))
+                done = rows[-1][0]
+                db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (done,))
+        return done
+
+    def checkpoint_journal(self) -> None:
+        jread = self._journal_reader()
+        if jread is not None:
+            jread.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def _journal_reader(self) -> sqlite3.Connection | None:
+        if self._jread is None:
+            path = sqlite_journal.journal_path(self.path)
+            if not path.exists() and self.role != "writer":
+                return None
+            self._jread = sqlite_journal.connect(path)
+        return self._jread
+
+    def _fresh(self) -> None:
+        """A reader's query sees every batch the engine answered: apply what the journal holds beyond."""
+        if self.role != "reader":
+            return
+        jread = self._journal_reader()
+        if jread is None:
+            return
+        last = jread.execute("SELECT MAX(seq) FROM journal").fetchone()[0]
+        row = self.db.execute("SELECT seq FROM materialized").fetchone()
+        if last is not None and last > (row[0] if row else 0):
+            self.materialize()
 
     # -- hot path -----------------------------------------------------------------------------
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]:
@@ -120,42 +179,46 @@ class SqliteStore:
         if b.empty():
             return
         with self._tx() as db:
-            if b.decisions:
-                db.executemany(
-                    "INSERT INTO orders(client_order_id, content_hash, account, symbol, status, ts, order_json,"
-                    " decision) VALUES (?,?,?,?,?,?,?,?)",
-                    [(d.client_order_id, h, d.account, d.symbol, d.status, d.ts,
-                      _enc.encode(o) if o is not None else None, _enc.encode(d)) for d, h, o in b.decisions])
-            if b.trades:
-                db.executemany("INSERT INTO trades VALUES (?,?,?,?,?,?,?,?)",
-                               [(t.trade_id, t.client_order_id, t.account, t.symbol, t.side, t.quantity,
-                                 t.price, t.ts) for t in b.trades])
-            if b.positions:
-                db.executemany("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(account, symbol) DO UPDATE SET"
-                               " net_qty=excluded.net_qty, avg_price=excluded.avg_price,"
-                               " realised_pnl=excluded.realised_pnl",
-                               [(p.account, p.symbol, p.net_qty, p.avg_price, p.realised_pnl) for p in b.positions])
-            if b.day_pnl:
-                db.executemany("INSERT INTO day_pnl VALUES (?,?,?) ON CONFLICT(account, day) DO UPDATE SET"
-                               " realised=excluded.realised", b.day_pnl)
-            if b.ticks:
-                rows = [(t.symbol, t.ltp, t.ts) for t in b.ticks]
-                db.executemany("INSERT INTO ticks VALUES (?,?,?)", rows)
-                db.executemany("INSERT INTO last_prices VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET"
-                               " ltp=excluded.ltp, ts=excluded.ts WHERE excluded.ts >= last_prices.ts", rows)
-            if b.escalations:
-                db.executemany("INSERT OR IGNORE INTO outbox(escalation_id, client_order_id, payload, next_ns)"
-                               " VALUES (?,?,?,?)",
-                               [(e.escalation_id, e.client_order_id, _enc.encode(e), e.ts) for e in b.escalations])
-            if b.settings:
-                db.executemany("INSERT OR REPLACE INTO settings VALUES (?,?)", list(b.settings.items()))
-            if b.anomalies:
-                db.executemany("INSERT INTO anomalies(kind, client_order_id, detail, ts) VALUES (?,?,?,?)",
-                               b.anomalies)
-            if b.checkpoints:
-                db.executemany("INSERT OR REPLACE INTO checkpoints VALUES (?,?)", list(b.checkpoints.items()))
+            self._apply(db, b)
         if b.dropped_intents and self.log is not None:  # (the writer process: the engine forgets them)
             self.log.resolve(b.dropped_intents, durably=True)
+
+    def _apply(self, db: sqlite3.Connection, b: CommitBatch) -> None:
+        """A batch's rows, inside the caller's transaction."""
+        if b.decisions:
+            db.executemany(
+                "INSERT INTO orders(client_order_id, content_hash, account, symbol, status, ts, order_json,"
+                " decision) VALUES (?,?,?,?,?,?,?,?)",
+                [(d.client_order_id, h, d.account, d.symbol, d.status, d.ts,
+                  _enc.encode(o) if o is not None else None, _enc.encode(d)) for d, h, o in b.decisions])
+        if b.trades:
+            db.executemany("INSERT INTO trades VALUES (?,?,?,?,?,?,?,?)",
+                           [(t.trade_id, t.client_order_id, t.account, t.symbol, t.side, t.quantity,
+                             t.price, t.ts) for t in b.trades])
+        if b.positions:
+            db.executemany("INSERT INTO positions VALUES (?,?,?,?,?) ON CONFLICT(account, symbol) DO UPDATE SET"
+                           " net_qty=excluded.net_qty, avg_price=excluded.avg_price,"
+                           " realised_pnl=excluded.realised_pnl",
+                           [(p.account, p.symbol, p.net_qty, p.avg_price, p.realised_pnl) for p in b.positions])
+        if b.day_pnl:
+            db.executemany("INSERT INTO day_pnl VALUES (?,?,?) ON CONFLICT(account, day) DO UPDATE SET"
+                           " realised=excluded.realised", b.day_pnl)
+        if b.ticks:
+            rows = [(t.symbol, t.ltp, t.ts) for t in b.ticks]
+            db.executemany("INSERT INTO ticks VALUES (?,?,?)", rows)
+            db.executemany("INSERT INTO last_prices VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET"
+                           " ltp=excluded.ltp, ts=excluded.ts WHERE excluded.ts >= last_prices.ts", rows)
+        if b.escalations:
+            db.executemany("INSERT OR IGNORE INTO outbox(escalation_id, client_order_id, payload, next_ns)"
+                           " VALUES (?,?,?,?)",
+                           [(e.escalation_id, e.client_order_id, _enc.encode(e), e.ts) for e in b.escalations])
+        if b.settings:
+            db.executemany("INSERT OR REPLACE INTO settings VALUES (?,?)", list(b.settings.items()))
+        if b.anomalies:
+            db.executemany("INSERT INTO anomalies(kind, client_order_id, detail, ts) VALUES (?,?,?,?)",
+                           b.anomalies)
+        if b.checkpoints:
+            db.executemany("INSERT OR REPLACE INTO checkpoints VALUES (?,?)", list(b.checkpoints.items()))
 
     def _tx(self):
         return _Transaction(self.db)
@@ -163,6 +226,7 @@ class SqliteStore:
     # -- start-up -----------------------------------------------------------------------------
     def pending_intents(self) -> list[Intent]:
         """Intents without a decision, oldest first (decided ones are forgotten on the way)."""
+        self._fresh()
         log = self._log()
         log.resolve(self._decided(list(log.pending)))
         return sorted(log.pending.values(), key=lambda i: i.ts)
@@ -175,26 +239,32 @@ class SqliteStore:
         return out
 
     def positions(self, account: str | None = None) -> list[PositionRow]:
+        self._fresh()
         q = "SELECT account, symbol, net_qty, avg_price, realised_pnl FROM positions"
         rows = self.db.execute(q + " WHERE account = ? ORDER BY symbol", (account,)) if account \
             else self.db.execute(q + " ORDER BY account, symbol")
         return [PositionRow(*r) for r in rows]
 
     def last_prices(self) -> dict[str, tuple[float, int]]:
+        self._fresh()
         return {s: (p, t) for s, p, t in self.db.execute("SELECT symbol, ltp, ts FROM last_prices")}
 
     def day_pnl(self, day: str) -> dict[str, float]:
+        self._fresh()
         return dict(self.db.execute("SELECT account, realised FROM day_pnl WHERE day = ?", (day,)))
 
     def settings(self) -> dict[str, str]:
+        self._fresh()
         return dict(self.db.execute("SELECT key, value FROM settings"))
 
     # -- queries ------------------------------------------------------------------------------
     def get_decision(self, client_order_id: str) -> Decision | None:
+        self._fresh()
         row = self.db.execute("SELECT decision FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
         return _dec_decision.decode(row[0]) if row and row[0] is not None else None
 
     def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]:
+        self._fresh()
         q = "SELECT decision FROM orders"
         args: tuple = ()
         if account:
@@ -204,20 +274,24 @@ class SqliteStore:
         return [_dec_decision.decode(b) for (b,) in self.db.execute(q, args + (limit,))]
 
     def trades(self, client_order_id: str | None = None) -> list[Trade]:
+        self._fresh()
         q = "SELECT * FROM trades"
         rows = self.db.execute(q + " WHERE client_order_id = ? ORDER BY ts, trade_id", (client_order_id,)) \
             if client_order_id else self.db.execute(q + " ORDER BY ts, trade_id")
         return [Trade(*r) for r in rows]
 
     def ticks(self, symbol: str, limit: int = 100) -> list[Tick]:
+        self._fresh()
         rows = self.db.execute("SELECT symbol, ltp, ts FROM ticks WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
                                (symbol, limit))
         return [Tick(symbol=s, ltp=p, ts=t) for s, p, t in rows]
 
     def anomalies(self) -> list[tuple[str, str, str, int]]:
+        self._fresh()
         return [tuple(r) for r in self.db.execute("SELECT kind, client_order_id, detail, ts FROM anomalies ORDER BY seq")]
 
     def counts(self) -> dict[str, int]:
+        self._fresh()
         out = {"orders": 0, "pending": 0, "trades": 0, "ticks": 0, "outbox_pending": 0}
         out["pending"] = len(self.pending_intents()) if self.log is not None else 0
         out.update(dict(self.db.execute("SELECT 'orders', COUNT(*) FROM orders UNION ALL "
@@ -228,6 +302,7 @@ class SqliteStore:
 
     # -- escalation outbox --------------------------------------------------------------------
     def outbox_due(self, now_ns: int, limit: int = 100) -> list[OutboxItem]:
+        self._fresh()
         rows = self.db.execute("SELECT payload, attempts FROM outbox WHERE delivered_ns IS NULL AND next_ns <= ?"
                                " ORDER BY next_ns LIMIT ?", (now_ns, limit))
         return [OutboxItem(_dec_escalation.decode(p), a) for p, a in rows]
@@ -244,6 +319,7 @@ class SqliteStore:
 
     # -- checkpoints --------------------------------------------------------------------------
     def get_checkpoint(self, key: str) -> str | None:
+        self._fresh()
         row = self.db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
@@ -255,51 +331,12 @@ class SqliteStore:
         """Copy the WAL into the database; PASSIVE never blocks the writer. (busy, wal pages, copied)"""
         return tuple(self.db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
 
-    def checkpointer(self) -> "Checkpointer":
-        return Checkpointer(self.path)
-
     def close(self) -> None:
         self.db.close()
+        if self._jread is not None:
+            self._jread.close()
         if self.log is not None:
             self.log.close()
-
-
-class Checkpointer(threading.Thread):
-    """Copies the WAL into the database on a connection and thread of its own, while the writer
-    goes on committing (the sqlite3 module releases the GIL for the whole call).
-
-    Under sustained writes a background checkpoint never reaches the end of the WAL, and the WAL
-    restarts only once it has: so when a round is `done`, the writer checkpoints the little that
-    was committed meanwhile itself, and its next commit starts the WAL from the top again."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="wojak-checkpoint", daemon=True)
-        self.path = path
-        self._go = threading.Event()
-        self.done = threading.Event()
-        self._stopping = False
-
-    def request(self) -> None:
-        self._go.set()
-
-    def run(self) -> None:
-        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            while True:
-                self._go.wait()
-                self._go.clear()
-                if self._stopping:
-                    return
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self.done.set()
-        finally:
-            db.close()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._go.set()
-        self.join(timeout=30)
 
 
 class _Transaction:

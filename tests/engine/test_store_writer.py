@@ -1,0 +1,147 @@
+"""The store writer process and the SQLite batch journal: a batch is durable once journaled, applied
+to the tables exactly once whoever applies it, and never lost between the two - over a real child
+process, real ZeroMQ and real SQLite files."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import msgspec
+import pytest
+
+from engine.config import Config, StoreSection
+from engine.models import Trade
+from engine.server import lock_store
+from engine.store.base import CommitBatch, PositionRow
+from engine.store.sqlite import SqliteStore
+from engine.store.sqlite_journal import JournalWriter
+from engine.store.writer import StoreWriter
+from tests.engine.test_store_contract import NOW, decided, escalation
+
+_enc = msgspec.msgpack.Encoder()
+
+
+def batch(n: int, account: str = "jw") -> CommitBatch:
+    coid = f"jw-{n}"
+    return CommitBatch(decisions=[decided(coid, account)],
+                       trades=[Trade(f"T-{coid}", coid, account, "FUTA", "BUY", 50, 100.0, NOW + n)],
+                       positions=[PositionRow(account, "FUTA", 50 * (n + 1), 100.0, 0.0)],
+                       checkpoints={"shard-0": str(n)})
+
+
+def wait_for(check, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_journal_when_appended_then_a_reader_sees_every_batch_applied_once(tmp_path):
+    path = tmp_path / "w.db"
+    writer_side = SqliteStore(path, role="writer")
+    journal = JournalWriter(path)
+    last = journal.append([_enc.encode((n, batch(n))) for n in range(3)])
+    assert last == 3
+    reader = SqliteStore(path)  # applies what the tables lack before it reads
+    assert [t.trade_id for t in reader.trades()] == ["T-jw-0", "T-jw-1", "T-jw-2"]
+    assert reader.positions("jw")[0].net_qty == 150  # the last batch's position wins
+    assert reader.get_checkpoint("shard-0") == "2"
+    # the writer's own materializer finds nothing left to apply: applied once, not twice
+    assert writer_side.materialize() == 3
+    journal.append([_enc.encode((3, batch(3)))])
+    assert writer_side.materialize() == 4
+    assert reader.counts()["trades"] == 4 and reader.get_decision("jw-3").status == "FILLED"
+    for s in (reader, writer_side):
+        s.close()
+    journal.close()
+
+
+def test_journal_when_pruned_then_only_rows_up_to_the_synced_point_go(tmp_path):
+    path = tmp_path / "w.db"
+    writer_side = SqliteStore(path, role="writer")
+    journal = JournalWriter(path)
+    journal.append([_enc.encode((n, batch(n))) for n in range(4)])
+    assert writer_side.materialize() == 4
+    journal.append([_enc.encode((4, batch(4)))], prune_through=3)
+    assert [r[0] for r in journal.db.execute("SELECT seq FROM journal")] == [4, 5]
+    reader = SqliteStore(path)
+    assert reader.counts()["trades"] == 5  # the pruned rows were applied before
+    for s in (reader, writer_side):
+        s.close()
+    journal.close()
+
+
+def test_journal_when_writer_dies_before_applying_then_engine_start_applies_the_rest(tmp_path):
+    path = tmp_path / "w.db"
+    journal = JournalWriter(path)
+    journal.append([_enc.encode((n, batch(n))) for n in range(2)])
+    journal.close()  # the writer process is gone: journaled, never materialized
+    engine_side = SqliteStore(path, role="engine")  # at open, before it reads anything
+    assert engine_side.get_decision("jw-1").status == "FILLED"
+    assert engine_side.positions("jw")[0].net_qty == 100
+    engine_side.close()
+
+
+def test_writer_process_when_batches_submitted_then_done_then_materialized_in_order(tmp_path):
+    cfg = StoreSection(path=str(tmp_path / "w.db"))
+    w = StoreWriter(cfg)
+    try:
+        for n in range(1, 6):
+            w.submit(n, batch(n))
+        assert wait_for(lambda: w.poll_confirmed() == 5), w.confirmed
+        assert wait_for(lambda: w.poll_materialized() == 5), w.materialized
+    finally:
+        w.close()
+    assert w.proc.returncode == 0
+    reader = SqliteStore(tmp_path / "w.db")
+    assert reader.counts()["trades"] == 5 and reader.get_checkpoint("shard-0") == "5"
+    reader.close()
+
+
+def test_writer_process_when_commit_fails_then_the_engine_hears_why(tmp_path):
+    cfg = StoreSection(path=str(tmp_path / "w.db"))
+    w = StoreWriter(cfg)
+    try:
+        w.submit(1, batch(1))
+        w.submit(2, CommitBatch(escalations=[escalation("x", "jw")], trades=batch(1).trades))  # trade id repeats
+        with pytest.raises(Exception, match="store writer failed: IntegrityError"):
+            assert wait_for(lambda: w.poll_materialized() >= 2 or w.poll_confirmed() < 0, 10)
+    finally:
+        w.close()
+    # the batch that could not be applied is still journaled: nothing answered is lost
+    with pytest.raises(Exception, match="UNIQUE"):
+        SqliteStore(tmp_path / "w.db", role="engine")
+
+
+def test_writer_process_when_engine_dies_then_writer_dies_with_it(tmp_path):
+    pid = os.fork()
+    if pid == 0:  # the "engine": spawns its writer, reports the writer's pid, then dies by SIGKILL
+        w = StoreWriter(StoreSection(path=str(tmp_path / "w.db")))
+        (tmp_path / "writer.pid").write_text(str(w.proc.pid))
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    writer_pid = int((tmp_path / "writer.pid").read_text())
+
+    def gone() -> bool:
+        try:
+            os.kill(writer_pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{writer_pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    assert wait_for(gone, 10), "the writer outlived its engine"
+
+
+def test_store_lock_when_a_second_engine_opens_the_store_then_it_is_refused(tmp_path):
+    cfg = msgspec.convert({"store": {"path": str(tmp_path / "w.db")}}, Config)
+    fd = lock_store(cfg)
+    try:
+        with pytest.raises(SystemExit, match="one engine per store"):
+            lock_store(cfg, wait_s=0.2)
+    finally:
+        os.close(fd)
+    os.close(lock_store(cfg, wait_s=0.2))  # free again once the first is gone
