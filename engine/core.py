@@ -333,7 +333,7 @@ class Engine:
         trades = work.commit.trades
         for slot in work.slots:
             d = settle(slot.intent.order, slot.intent.broker_orders, results, self.book, work.moment.ns,
-                       trades, work.touched)
+                       trades, work.touched, pending=True)
             slot.decision = self._record(d, slot.intent.content_hash, slot.intent.order, work)
 
     def _roll_day(self, moment: Moment) -> None:

@@ -92,7 +92,7 @@ class OutboxWorker(threading.Thread):
     engine's hot path (a store writer process checkpoints its own)."""
 
     def __init__(self, open_store: Callable[[], Store], sink: Sink, max_attempts: int,
-                 interval_s: float = 0.5, now_ns: Callable[[], int] = time.time_ns, min_gap_s: float = 0.1,
+                 interval_s: float = 0.5, now_ns: Callable[[], int] = time.time_ns, min_gap_s: float = 0.25,
                  checkpoint: bool = True) -> None:
         super().__init__(name="wojak-outbox", daemon=True)
         self._open_store = open_store

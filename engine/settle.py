@@ -10,28 +10,36 @@ from engine.models import Child, Decision, Reason, Status, Trade, reason
 from engine.risk.book import Book
 from engine.store.base import CommitBatch, PositionRow
 
+FILLED = Status.FILLED.value
+
 
 def settle(parent: dict, broker_orders: list[BrokerOrder], results: dict[str, BrokerResult], book: Book,
-           now_ns: int, trades: list[Trade], touched: set[tuple[str, str]]) -> Decision:
-    """Apply the fills to the book, append the trades, and return the parent order's decision."""
+           now_ns: int, trades: list[Trade], touched: set[tuple[str, str]], pending: bool = False) -> Decision:
+    """Apply the fills to the book, append the trades, and return the parent order's decision.
+
+    pending: the order is pending in the book (decided in this batch, not reconciled): it is no
+    longer, once settled."""
     account, symbol, side = parent["account"], parent["symbol"], parent["side"]
     sign = 1 if side == "BUY" else -1
     children: list[Child] = []
     filled = 0
     value = 0.0
     failures: list[str] = []
+    fills: list[tuple[int, float]] = []
     for bo in broker_orders:
         r = results[bo.client_order_id]
-        if r.status == Status.FILLED.value and r.fill_price is not None:
+        if r.status == FILLED and r.fill_price is not None:
             filled += bo.quantity
             value += bo.quantity * r.fill_price
-            book.apply_fill(account, symbol, sign * bo.quantity, r.fill_price)
-            touched.add((account, symbol))
+            fills.append((sign * bo.quantity, r.fill_price))
             trades.append(Trade(r.trade_id or f"T-{bo.client_order_id}", bo.client_order_id, account, symbol, side,
                                 bo.quantity, r.fill_price, now_ns))
         else:
             failures.append(r.reason or reason(Reason.BROKER_REJECTED))
         children.append(Child(bo.client_order_id, bo.quantity, r.status, r.fill_price, r.trade_id, r.reason))
+    book.settle(account, symbol, sign * parent["quantity"] if pending else 0, fills)
+    if fills:
+        touched.add((account, symbol))
 
     quantity = parent["quantity"]
     if filled == 0:

@@ -107,7 +107,8 @@ class Book:
         self._recount(account, symbol)
 
     def end_batch(self) -> None:
-        """The batch's pending orders are settled (filled into positions, or failed): count them so."""
+        """Orders still pending at the end of a batch (the broker call failed: outcome unknown, to be
+        reconciled) stop counting: settled ones have left already (`settle`)."""
         settled, self.pending = self.pending, {}
         self._pending_px.clear()
         for account, symbols in settled.items():
@@ -188,6 +189,26 @@ class Book:
         return self.day_realised.get(account, 0.0) + self.mtm(account)
 
     def apply_fill(self, account: str, symbol: str, signed_qty: int, price: float) -> PositionState:
+        pos = self._fill(account, symbol, signed_qty, price)
+        self._recount(account, symbol)
+        return pos
+
+    def settle(self, account: str, symbol: str, pending_qty: int, fills: list[tuple[int, float]]) -> None:
+        """An order's outcome: its pending quantity (0 if none) leaves, its fills enter; one recount."""
+        if pending_qty:
+            pend = self.pending.get(account)
+            if pend is not None and symbol in pend:
+                left = pend[symbol] - pending_qty
+                if left:
+                    pend[symbol] = left
+                else:
+                    del pend[symbol]
+        for signed_qty, price in fills:
+            self._fill(account, symbol, signed_qty, price)
+        if pending_qty or fills:
+            self._recount(account, symbol)
+
+    def _fill(self, account: str, symbol: str, signed_qty: int, price: float) -> PositionState:
         key = (account, symbol)
         pos = self.positions.get(key)
         if pos is None:
@@ -199,7 +220,6 @@ class Book:
         if held is None:
             held = self.held[account] = {}
         held[symbol] = pos
-        self._recount(account, symbol)
         return pos
 
     def take_rate_slot(self, account: str, now_ns: int, limit: int) -> bool:
