@@ -92,7 +92,7 @@ class Engine:
         self.needs_reconcile = True
         self.seq = 0  # last batch handed out to commit
         self.inflight: dict[str, Known] = {}  # decided, commit not confirmed yet
-        self._inflight_by_seq: deque[tuple[int, list[str]]] = deque()  # (seq, ids decided or dropped in it)
+        self._inflight_by_seq: deque[tuple[int, list[str]]] = deque()  # (seq, ids decided in it)
         self._resolved: list[str] = []  # ids decided and confirmed since the last commit_intents
         self.checkpoints: dict[str, str] = {}  # source checkpoints set by this process, newest value
 
@@ -137,8 +137,16 @@ class Engine:
             try:
                 from engine.reconcile import reconcile
 
-                for d, h, _ in reconcile(self, work.commit):
+                decided, dropped = reconcile(self, work.commit)
+                for d, h, _ in decided:
                     work.seen[d.client_order_id] = Known(h, d)
+                # A dropped intent (the broker never had it) is judged afresh when its order comes
+                # again - from the next batch on: until this batch commits the drop, a redelivery
+                # is answered as still pending, so no new intent for the id can meet the old one.
+                for i in dropped:
+                    work.seen[i.client_order_id] = Known(i.content_hash, None)
+                if dropped:  # and the engine's own intent log forgets it now (a crash drops it again)
+                    self.store.commit_intents([], [i.client_order_id for i in dropped])
             except BrokerError as e:
                 log.warning("broker unavailable, answering retry: %s", e)
                 return self._turn(work, [self._retry_all(r, str(e)) for r in requests])
@@ -161,7 +169,7 @@ class Engine:
         decided = [d.client_order_id for d, _, _ in work.commit.decisions]
         for (d, h, _), coid in zip(work.commit.decisions, decided):
             self.inflight[coid] = Known(h, d)
-        self._inflight_by_seq.append((self.seq, decided + work.commit.dropped_intents))
+        self._inflight_by_seq.append((self.seq, decided))
         return Turn(self.seq, work.commit, answers)
 
     def confirm(self, seq: int) -> None:
@@ -171,8 +179,8 @@ class Engine:
             _, decided = q.popleft()
             for coid in decided:
                 self.inflight.pop(coid, None)
-            # Only a committed decision (or drop) resolves an intent: an order left PENDING by a
-            # broker failure has none, and its intent stays for reconciliation.
+            # Only a committed decision resolves an intent: an order left PENDING by a broker
+            # failure has none, and its intent stays for reconciliation.
             self._resolved.extend(decided)
 
     def _decode(self, frame: bytes, work: _Work) -> protocol.Request | _BadRequest:

@@ -295,3 +295,48 @@ def test_engine_start_when_pending_intent_known_to_broker_then_decision_matches_
     assert net == (4 if result.status == "FILLED" else 0)
     assert eng.broker_calls() == {"rc-one": 1}
     eng.stop()
+
+
+def test_reconcile_in_service_when_dropped_id_comes_again_then_judged_afresh_and_its_new_intent_kept(start_engine):
+    """In service, reconciliation drops an intent the broker never had. A redelivery in that same
+    batch is answered as pending (the drop is not committed yet); the next one is judged afresh and
+    sent - and when the broker's answer to it is lost, its new intent stays pending and is settled
+    from the broker's record, not dropped with the old one."""
+    from engine.broker.base import BrokerError
+    from engine.config import load
+    from engine.server import build
+
+    eng = start_engine("drop-resend", launch=False)
+    engine = build(load(eng.config))
+    engine.start()
+    o = order("dr-1", quantity=2, account="dr")
+
+    def ask(*frames: bytes) -> list:
+        return [protocol.decode_response(a) for a in engine.handle(list(frames))]
+
+    engine.store.commit_intents([_intent(o)])  # logged before a crash; the broker never got it
+    engine.needs_reconcile = True
+    first = ask(protocol.request("submit_order", 1, [o]))[0].results[0]
+    assert first["status"] == "PENDING" and ("intent_dropped", "dr-1") in {(a[0], a[1]) for a in engine.store.anomalies()}
+    assert engine.store.pending_intents() == [] and SandboxBroker(eng.journal_path).call_counts() == {}
+
+    real_submit = engine.broker.submit
+
+    def answer_lost(orders):
+        real_submit(orders)  # the broker executes it, but its answer is lost: outcome unknown
+        raise BrokerError("connection reset")
+
+    engine.broker.submit = answer_lost
+    second = ask(protocol.request("submit_order", 2, [o]))[0].results[0]
+    assert second["status"] == "PENDING"
+    assert [i.client_order_id for i in engine.store.pending_intents()] == ["dr-1"]  # the new intent
+    engine.broker.submit = real_submit
+    ask(protocol.request("tick", 3, [tick("LOTF", 100.0)]))  # the next batch reconciles
+    assert engine.store.get_decision("dr-1").status == "FILLED"  # settled from the broker's record
+    assert [a[1] for a in engine.store.anomalies() if a[0] == "intent_dropped"] == ["dr-1"]  # dropped once
+    third = ask(protocol.request("submit_order", 4, [o]))[0].results[0]
+    assert third["status"] == "FILLED" and third["duplicate"] is True
+    assert engine.store.pending_intents() == []
+    assert SandboxBroker(eng.journal_path).call_counts() == {"dr-1": 1}  # asked, never resent
+    engine.store.close()
+    engine.broker.close()
