@@ -77,6 +77,19 @@ class CommitBatch(msgspec.Struct):
         self.checkpoints.update(other.checkpoints)
 
 
+# A batch as the engine hands it to the store writer, and as the SQLite journal keeps it:
+# msgpack (the engine's batch number, CommitBatch).
+_dec_frame = msgspec.msgpack.Decoder(tuple[int, CommitBatch])
+
+
+def merge_frames(frames: Sequence[bytes]) -> CommitBatch:
+    """Batch frames as one batch, in order."""
+    batch = _dec_frame.decode(frames[0])[1]
+    for frame in frames[1:]:
+        batch.extend(_dec_frame.decode(frame)[1])
+    return batch
+
+
 class Store(Protocol):
     # hot path
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]: ...

@@ -21,7 +21,7 @@ from typing import Sequence
 import msgspec
 
 from engine.models import Decision, Escalation, Tick, Trade
-from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow
+from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow, merge_frames
 from engine.store import sqlite_journal
 from engine.store.intent_log import IntentLog
 from engine.store.sqlite_journal import JournalWriter
@@ -120,7 +120,7 @@ class SqliteStore:
             q = "SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
             rows = jread.execute(q, (done,)).fetchall()
             if rows:
-                self._apply(db, sqlite_journal.merged([b for _, b in rows]))
+                self._apply(db, merge_frames([b for _, b in rows]))
                 done = rows[-1][0]
                 db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (done,))
         return done

@@ -20,14 +20,10 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-import msgspec
-
-from engine.store.base import CommitBatch
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, batch BLOB NOT NULL);"
 
-# A journal row is the frame the engine sent: msgpack (engine's batch number, CommitBatch).
-_dec_frame = msgspec.msgpack.Decoder(tuple[int, CommitBatch])
+# A journal row is the frame the engine sent (see merge_frames in base.py).
 
 
 def journal_path(db_path: Path) -> Path:
@@ -42,14 +38,6 @@ def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     db.execute("PRAGMA wal_autocheckpoint=0")  # checkpointed by the materializer, off the answer path
     db.executescript(SCHEMA)
     return db
-
-
-def merged(blobs: Sequence[bytes]) -> CommitBatch:
-    """The journaled batches as one, in order."""
-    batch = _dec_frame.decode(blobs[0])[1]
-    for blob in blobs[1:]:
-        batch.extend(_dec_frame.decode(blob)[1])
-    return batch
 
 
 class JournalWriter:

@@ -36,7 +36,7 @@ import msgspec
 import zmq
 
 from engine.config import StoreSection
-from engine.store.base import CommitBatch
+from engine.store.base import CommitBatch, merge_frames
 
 log = logging.getLogger("wojak.writer")
 
@@ -53,7 +53,6 @@ CHECKPOINT_BATCHES = 6  # batches materialized between WAL checkpoints (SQLite)
 MATERIALIZER_NICE = 10
 
 _enc = msgspec.msgpack.Encoder()
-_dec_job = msgspec.msgpack.Decoder(tuple[int, CommitBatch])
 _dec_seq = msgspec.msgpack.Decoder(tuple[int, msgspec.Raw])  # just the seq: the batch stays bytes
 
 
@@ -264,34 +263,23 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
     journal = store.journal_writer()
     mat = _Materializer(store, mat_endpoint)
     mat.start()
-    sock.send(READY)
+
+    def commit(jobs: list[bytes]) -> None:
+        if mat.failed:
+            raise WriterError(mat.failed)
+        last = journal.append(jobs, prune_through=mat.durable)
+        mat.todo.put((last, _dec_seq.decode(jobs[-1])[0]))
+        if mat.journal_checkpointed.is_set():  # the rest in line: the next commit restarts the WAL
+            mat.journal_checkpointed.clear()
+            journal.finish_checkpoint()
+
+    def finish() -> int:
+        mat.todo.put(None)
+        mat.join()
+        return 1 if mat.failed else 0
+
     try:
-        while True:
-            frames = _take(sock, parent)
-            if frames is None:
-                return 0
-            stop = frames[-1] == STOP
-            jobs = [f for f in frames if f != STOP]
-            if jobs:
-                if mat.failed:
-                    sock.send(_failed(mat.failed))
-                    return 1
-                try:
-                    last = journal.append(jobs, prune_through=mat.durable)
-                except Exception as e:  # noqa: BLE001 - the engine must hear of it and stop
-                    log.exception("journal commit failed")
-                    sock.send(_failed(f"{type(e).__name__}: {e}"))
-                    return 1
-                seq = _dec_seq.decode(jobs[-1])[0]
-                sock.send(_done(seq))
-                mat.todo.put((last, seq))
-                if mat.journal_checkpointed.is_set():  # the rest in line: the next commit restarts the WAL
-                    mat.journal_checkpointed.clear()
-                    journal.finish_checkpoint()
-            if stop:
-                mat.todo.put(None)
-                mat.join()
-                return 1 if mat.failed else 0
+        return _serve_loop(sock, parent, commit, finish)
     finally:
         journal.close()
 
@@ -300,29 +288,35 @@ def _serve_direct(sock: zmq.Socket, store, mat_endpoint: str, parent: int) -> in
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
     push.connect(mat_endpoint)
-    sock.send(READY)
+
+    def commit(jobs: list[bytes]) -> None:
+        store.commit(merge_frames(jobs))
+        push.send(_done(_dec_seq.decode(jobs[-1])[0]))  # committed is applied: no journal here
+
     try:
-        while True:
-            frames = _take(sock, parent)
-            if frames is None:
-                return 0
-            jobs = [_dec_job.decode(f) for f in frames if f != STOP]
-            if jobs:
-                batch = jobs[0][1]
-                for _, later in jobs[1:]:
-                    batch.extend(later)
-                try:
-                    store.commit(batch)
-                except Exception as e:  # noqa: BLE001 - the engine must hear of it and stop
-                    log.exception("commit failed")
-                    sock.send(_failed(f"{type(e).__name__}: {e}"))
-                    return 1
-                sock.send(_done(jobs[-1][0]))
-                push.send(_done(jobs[-1][0]))
-            if frames[-1] == STOP:
-                return 0
+        return _serve_loop(sock, parent, commit, lambda: 0)
     finally:
         push.close()
+
+
+def _serve_loop(sock: zmq.Socket, parent: int, commit, finish) -> int:
+    """Every batch waiting is committed as one, then confirmed DONE; STOP ends it with `finish()`."""
+    sock.send(READY)
+    while True:
+        frames = _take(sock, parent)
+        if frames is None:
+            return 0
+        jobs = [f for f in frames if f != STOP]
+        if jobs:
+            try:
+                commit(jobs)  # durable when it returns
+            except Exception as e:  # noqa: BLE001 - the engine must hear of it and stop
+                log.exception("commit failed")
+                sock.send(_failed(f"{type(e).__name__}: {e}"))
+                return 1
+            sock.send(_done(_dec_seq.decode(jobs[-1])[0]))
+        if frames[-1] == STOP:
+            return finish()
 
 
 def main(argv: list[str]) -> int:
