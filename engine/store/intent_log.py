@@ -1,19 +1,16 @@
 """The intent log: the SQLite store's record of orders about to reach the broker.
 
 Every batch's intents are one record, written and `fdatasync`ed before the broker is called. The
-log is a few preallocated segment files, overwritten in place and reused: a write into an existing,
+log is two preallocated segment files, overwritten in place in turn: a write into an existing,
 fully written file changes no metadata, so the sync is one device flush (about half the cost of a
-SQLite commit, and none of its page writes). A segment is reused once every intent in it is
-resolved (its decision committed, or dropped by reconciliation); an intent still pending when its
-segment is needed again (broker unreachable for long) is first copied forward into a new segment.
+SQLite commit, and none of its page writes).
 
-Record: u32 length, u32 crc32, u64 sequence, msgpack `Record` (new intents, and the ids resolved
-since the previous record). A scan reads every segment, stops in each at the first record that does
-not check out (the end of what was written, or a torn write), and applies the records in sequence
-order. A resolution lost with a reused segment is harmless by design: the store tells resolved from
-pending by its decisions, and an intent that was dropped (no decision; the broker never had it)
-comes back as pending only to be dropped again by the next reconciliation - the broker is asked,
-never sent to blindly.
+Record: u32 length, u32 crc32, u64 sequence, msgpack `Record`: the batch's intents and the ids
+resolved since the previous record (decided, or dropped by reconciliation). A segment starts with a
+*full* record: every intent pending at that moment. So the segment written before it is history and
+may be overwritten next, and a scan needs only the newest full record and what follows it (in
+sequence order): it stops in each segment at the first record that does not check out (the end of
+what was written, or a torn write), and what it finds is exactly what was pending.
 """
 from __future__ import annotations
 
@@ -34,6 +31,7 @@ _HEAD = struct.Struct("<IIQ")  # body length, crc32 of the body, sequence
 class Record(msgspec.Struct, omit_defaults=True):
     intents: list[Intent] = []
     resolved: list[str] = []
+    full: bool = False  # intents = everything pending: earlier records no longer matter
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -44,7 +42,6 @@ class _Segment:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR)
-        self.ids: set[str] = set()  # unresolved intents recorded here
 
     def records(self) -> Iterable[tuple[int, Record]]:
         data = os.pread(self.fd, SEGMENT_BYTES, 0)
@@ -64,92 +61,77 @@ class _Segment:
 class IntentLog:
     """Owned by one writer (the engine); other processes may open it to read what is pending."""
 
-    def __init__(self, directory: str | Path, segments: int = 2) -> None:
+    def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for n in range(segments):
-            _create(self.dir / f"{n:04d}.log")
-        self.segments = [_Segment(p) for p in sorted(self.dir.glob("*.log"))]
+        self.segments = [_Segment(_create(self.dir / f"{n}.log")) for n in range(2)]
         self.pending: dict[str, Intent] = {}
-        self._where: dict[str, _Segment] = {}
         self._unwritten: list[str] = []  # resolved since the last record
-        found = sorted(((seq, n, rec) for n, seg in enumerate(self.segments) for seq, rec in seg.records()),
-                       key=lambda r: r[:2])
-        for _, n, rec in found:
-            self._add(rec.intents, self.segments[n])
-            self.resolve(rec.resolved)
+        found = sorted((seq, n, rec) for n, seg in enumerate(self.segments) for seq, rec in seg.records())
+        base = max((seq for seq, _, rec in found if rec.full), default=0)
+        for seq, _, rec in found:
+            if seq >= base:
+                self._apply(rec)
         self._unwritten.clear()
         self.seq = found[-1][0] if found else 0
-        # The first append picks a segment with nothing pending (after the owner has told the log
-        # which intents are decided): where the last writer stopped is not worth finding.
-        self.active: _Segment | None = None
+        # The first append starts a segment, after the owner has said which intents are decided:
+        # where the last writer stopped is not worth finding.
+        self.active: int | None = None
         self.offset = 0
 
-    # -- writing ------------------------------------------------------------------------------
     def append(self, intents: Sequence[Intent], resolved: Sequence[str] = ()) -> None:
         """Forget the resolved ids, then record the intents durably (fdatasync) before returning."""
         self.resolve(resolved)
         if intents:
-            self._write(list(intents))
+            self._write(Record(list(intents), self._unwritten))
 
     def resolve(self, client_order_ids: Iterable[str], durably: bool = False) -> None:
         """Decided or dropped: no longer pending. Written with the next record, or now if durably."""
-        pending, where, unwritten = self.pending, self._where, self._unwritten
+        pending, unwritten = self.pending, self._unwritten
         for coid in client_order_ids:
             if pending.pop(coid, None) is not None:
-                where.pop(coid).ids.discard(coid)
                 unwritten.append(coid)
         if durably and unwritten:
-            self._write([])
+            self._write(Record([], unwritten))
 
     def close(self) -> None:
         for seg in self.segments:
             os.close(seg.fd)
 
-    # -- internals ----------------------------------------------------------------------------
-    def _add(self, intents: list[Intent], seg: _Segment) -> None:
-        pending, where = self.pending, self._where
-        for i in intents:
-            if i.client_order_id in pending:  # a copy carried forward
-                where.pop(i.client_order_id).ids.discard(i.client_order_id)
-            pending[i.client_order_id] = i
-            self._where[i.client_order_id] = seg
-            seg.ids.add(i.client_order_id)
+    def _apply(self, rec: Record) -> None:
+        if rec.full:
+            self.pending = {}
+        for i in rec.intents:
+            self.pending[i.client_order_id] = i
+        for coid in rec.resolved:
+            self.pending.pop(coid, None)
 
-    def _write(self, intents: list[Intent]) -> None:
-        body = _enc.encode(Record(intents, self._unwritten))
-        need = 2 * _HEAD.size + len(body)
-        if need > SEGMENT_BYTES:
+    def _write(self, rec: Record) -> None:
+        body = _enc.encode(rec)
+        if self.active is None or self.offset + len(body) + 2 * _HEAD.size > SEGMENT_BYTES:
+            self._start_segment()  # its full record already leaves out what was resolved
+            rec = Record(rec.intents)
+            body = _enc.encode(rec)
+        if len(body) + 2 * _HEAD.size > SEGMENT_BYTES - self.offset:
             raise ValueError(f"an intent record of {len(body)} bytes exceeds the segment size")
-        if self.active is None or self.offset + need > SEGMENT_BYTES:
-            self._rotate()  # may write a record of its own first, which takes the resolutions along
-            body = _enc.encode(Record(intents, self._unwritten))
-        self.seq += 1
-        frame = _HEAD.pack(len(body), zlib.crc32(body), self.seq) + body
-        # The record plus an empty header after it, so a scan stops here and not at stale records.
-        seg = self.active
-        os.pwrite(seg.fd, frame + bytes(_HEAD.size), self.offset)
-        os.fdatasync(seg.fd)
-        self.offset += len(frame)
+        self._put(body)
         self._unwritten = []
-        self._add(intents, seg)
+        self._apply(rec)
 
-    def _rotate(self) -> None:
-        """Write on at the top of a segment with nothing pending in it.
+    def _start_segment(self) -> None:
+        """Overwrite the other segment, from the top, starting with everything pending."""
+        self.active = 0 if self.active is None else 1 - self.active
+        self.offset = 0
+        self._put(_enc.encode(Record(list(self.pending.values()), full=True)))
+        self._unwritten = []
 
-        The segment just left keeps its in-flight intents (resolved within milliseconds). Any other
-        segment still holding pending intents (a broker unreachable for a whole lap) cannot be
-        reused: a new segment is made, and those intents are copied into it first."""
-        old = self.active
-        nxt = next((s for s in self.segments if s is not old and not s.ids), None)
-        if nxt is None:
-            nxt = _Segment(_create(self.dir / f"{len(self.segments):04d}.log"))
-            self.segments.append(nxt)
-        carry = [self.pending[c] for s in self.segments if s is not old and s is not nxt for c in s.ids]
-        self.active, self.offset = nxt, 0
-        os.pwrite(nxt.fd, bytes(_HEAD.size), 0)  # what the segment held before is history
-        if carry:
-            self._write(carry)
+    def _put(self, body: bytes) -> None:
+        """One record and an empty header after it (so a scan stops there), synced."""
+        self.seq += 1
+        fd = self.segments[self.active].fd
+        os.pwrite(fd, _HEAD.pack(len(body), zlib.crc32(body), self.seq) + body + bytes(_HEAD.size), self.offset)
+        os.fdatasync(fd)
+        self.offset += _HEAD.size + len(body)
 
 
 def _create(path: Path) -> Path:
