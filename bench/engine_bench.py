@@ -198,7 +198,7 @@ def main(orders: int = 200_000, window: int = 100, batch: int = 10, tick_every: 
           f"p99.9 {_pct(latencies, 99.9) * 1e3:.2f} ms  max {latencies[-1] * 1e3:.2f} ms")
     print(f"peak RSS: engine {engine_rss:.0f} MiB, store writer {writer_rss:.0f} MiB, load generator {gen_rss:.0f} MiB")
     print("CPU per order: " + ", ".join(f"{k} {v / n * 1e6:.1f} us" for k, v in cpu.items())
-          + f"  (busy: " + ", ".join(f"{k} {v / elapsed:.0%}" for k, v in cpu.items()) + ")")
+          + "  (busy: " + ", ".join(f"{k} {v / elapsed:.0%}" for k, v in cpu.items()) + ")")
     if keep:
         print(f"data kept in {work}")
     print(f"RESULT: {rate * 60:,.0f} orders/min, p99 {_pct(latencies, 99) * 1e3:.2f} ms")

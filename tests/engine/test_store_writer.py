@@ -16,7 +16,7 @@ from engine.server import lock_store
 from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
 from engine.store.sqlite_journal import JournalWriter
-from engine.store.writer import StoreWriter
+from engine.store.writer import StoreWriter, WriterError
 from tests.engine.test_store_contract import NOW, decided, escalation
 
 _enc = msgspec.msgpack.Encoder()
@@ -107,8 +107,10 @@ def test_writer_process_when_commit_fails_then_the_engine_hears_why(tmp_path):
     try:
         w.submit(1, batch(1))
         w.submit(2, CommitBatch(escalations=[escalation("x", "jw")], trades=batch(1).trades))  # trade id repeats
-        with pytest.raises(Exception, match="store writer failed: IntegrityError"):
-            assert wait_for(lambda: w.poll_materialized() >= 2 or w.poll_confirmed() < 0, 10)
+        # Both batches are journaled (durable, answerable); applying the second fails, and the
+        # materializer's report reaches the engine as WriterError.
+        with pytest.raises(WriterError, match="store writer failed: IntegrityError"):
+            wait_for(lambda: w.poll_materialized() >= 2, 10)
     finally:
         w.close()
     # the batch that could not be applied is still journaled: nothing answered is lost
