@@ -10,10 +10,18 @@
 - give up: an item unanswered after `give_up_s` completes with an error, so the source requeues it.
 
 Callbacks run on the I/O thread and must be quick (hand the outcome to your own thread or loop).
+
+Threads: any thread may `submit`/`request`; they only append to `_inbox` (under `_space`). The I/O
+thread alone moves items from there into its own `_queue` (popleft, one at a time) and batches from
+that: iterating a deque another thread appends to raises "deque mutated during iteration", which once
+killed this thread mid-stream and left a sidecar forwarding nothing. Should the I/O thread die anyway,
+the link closes: in-flight items complete with an error (their source requeues them) and `submit`
+raises LinkClosed, so the sidecar exits and is restarted rather than hanging.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -26,6 +34,8 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from engine import curve, protocol
+
+log = logging.getLogger("wojak.sidecar.link")
 
 RECORDED = frozenset({"FILLED", "FAILED", "REJECTED", "ESCALATED", "ACCEPTED"})
 # A message whose decision is one of these can never become an order: it goes to the dead-letter path.
@@ -86,12 +96,15 @@ class EngineLink:
         self.resend_after_s = resend_after_s
         self.give_up_s = give_up_s
         self.ctx = ctx or zmq.Context.instance()
-        self._queue: deque[_Item | _Frame] = deque()
+        self._inbox: deque[_Item | _Frame] = deque()  # any thread appends (under _space)
+        self._queue: deque[_Item | _Frame] = deque()  # the I/O thread's own
         self._space = threading.Condition()
         self._in_flight = 0
         self._ids = itertools.count(1)
         self._frames: dict[int, _Frame] = {}
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_lock = threading.Lock()  # the I/O thread closes the pipe; no write may race that
+        self._wake_open = True
         os.set_blocking(self._wake_r, False)
         self._closing = threading.Event()
         self._connected = threading.Event()
@@ -110,7 +123,7 @@ class EngineLink:
             if self._closing.is_set():
                 raise LinkClosed("link is closed")
             self._in_flight += 1
-        self._queue.append(_Item(kind, payload, msg_id, callback))
+            self._inbox.append(_Item(kind, payload, msg_id, callback))
         self._wake()
         return True
 
@@ -123,7 +136,10 @@ class EngineLink:
             box.append(resp)
             done.set()
 
-        self._queue.append(_Frame(kind, [], 0.0, args or {}, answered))
+        with self._space:
+            if self._closing.is_set():
+                raise LinkClosed("link is closed")
+            self._inbox.append(_Frame(kind, [], 0.0, args or {}, answered))
         self._wake()
         if not done.wait(timeout) or not box:
             raise TimeoutError(f"engine at {self.endpoint} did not answer {kind} in {timeout}s")
@@ -159,10 +175,13 @@ class EngineLink:
 
     # -- the I/O thread ---------------------------------------------------------------------------
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+        with self._wake_lock:
+            if not self._wake_open:  # the I/O thread is gone (a closed fd's number may be reused)
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
 
     def _socket(self) -> tuple[zmq.Socket, zmq.Socket]:
         sock = self.ctx.socket(zmq.DEALER)
@@ -196,13 +215,21 @@ class EngineLink:
                     self._receive(sock)
                 self._send_queued(sock)
                 self._resend_or_give_up(sock)
+        except Exception:  # noqa: BLE001 - a bug here must close the link loudly, never hang it
+            log.exception("engine link I/O thread failed; closing the link")
         finally:
+            with self._space:  # from here submit raises LinkClosed: nothing can slip in unanswered
+                self._closing.set()
+                self._take_inbox()
+                self._space.notify_all()
             self._fail_all("ENGINE_LINK_CLOSED: sidecar stopping")
             sock.disable_monitor()
             monitor.close()
             sock.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._wake_lock:
+                self._wake_open = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _connection_changed(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
         while True:
@@ -242,7 +269,13 @@ class EngineLink:
                 else:
                     self._complete(item, Outcome(error=resp.error or "ENGINE_NO_ANSWER"))
 
+    def _take_inbox(self) -> None:
+        inbox, queue = self._inbox, self._queue
+        while inbox:
+            queue.append(inbox.popleft())
+
     def _send_queued(self, sock: zmq.Socket) -> None:
+        self._take_inbox()
         while self._queue:
             head = self._queue[0]
             if isinstance(head, _Frame):
