@@ -42,7 +42,7 @@ def build(cfg: Config) -> Engine:
 
     clock = Clock(cfg.risk.timezone, cfg.engine.simulated_start)
     store = open_store(cfg.store, role="engine")
-    journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.db"))
+    journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.log"))
     broker = SandboxBroker(journal, cfg.broker.fill_probability, cfg.broker.seed, cfg.broker.latency_ms)
     instruments = load_instruments(cfg.instruments.path, clock.local().date())
     return Engine(cfg, store, broker, instruments, clock)

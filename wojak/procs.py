@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from engine.broker.sandbox import read_call_counts
 from engine.client import EngineClient, EngineUnavailable
 from engine.store.sqlite import SqliteStore
 
@@ -54,7 +54,7 @@ class EngineProcess:
         cfg: dict[str, dict[str, Any]] = {
             "engine": {"endpoint": self.endpoint},
             "store": {"path": str(self.dir / "data" / "wojak.db")},
-            "broker": {"journal": str(self.dir / "data" / "broker.db"), "fill_probability": 0.9, "seed": 11},
+            "broker": {"journal": str(self.dir / "data" / "broker.log"), "fill_probability": 0.9, "seed": 11},
             "escalation": {"path": str(self.dir / "data" / "escalations.jsonl")},
         }
         for name, keys in sections.items():
@@ -110,13 +110,8 @@ class EngineProcess:
         return SqliteStore(self.store_path)
 
     def broker_calls(self) -> dict[str, int]:
-        if not self.journal_path.exists():
-            return {}
-        db = sqlite3.connect(str(self.journal_path))
-        try:
-            return dict(db.execute("SELECT client_order_id, calls FROM executions"))
-        finally:
-            db.close()
+        """How many times the sandbox broker was sent each id (read from its journal)."""
+        return read_call_counts(self.journal_path)
 
 
 class SidecarProcess:

@@ -11,6 +11,10 @@ term, O(1) per order) and are revalued at market prices at most `refresh_ns` apa
 1 s): walking every held symbol for every order would cost more than the rest of the gate. Each
 account's revaluations are staggered by a fixed offset of its own (up to half the period), so
 accounts that started together do not all fall due in the same batch, every second.
+
+Layout, for the hot path: one `AccountBook` per account (its lines, exposure and rate window) and
+one `Line` per (account, symbol) it holds or has pending (position, pending quantity, its terms in
+the exposure), so an order touches one account and one line, not a dict per aspect.
 """
 from __future__ import annotations
 
@@ -46,10 +50,24 @@ class PositionState:
 
 
 @dataclass(slots=True)
-class _Exposure:
+class Line:
+    """An account's standing in one symbol."""
+
+    pos: PositionState | None = None  # None until the first fill
+    pending: int = 0  # signed quantity sent in this batch and not settled yet
+    pending_px: float = 0.0  # the latest pending order's price (its value while there is no tick)
+    gross: float = 0.0  # this line's terms in the account's exposure, as last counted
+    mtm: float = 0.0
+
+
+@dataclass(slots=True)
+class AccountBook:
+    lines: dict[str, Line] = field(default_factory=dict)  # symbols held or pending
+    rate: deque = field(default_factory=deque)  # ns of the orders in the last second
     gross: float = 0.0
     mtm: float = 0.0
     stamp: int = 0  # ns of the last full revaluation
+    valued: bool = False
 
 
 @dataclass
@@ -60,16 +78,10 @@ class Book:
     day_realised: dict[str, float] = field(default_factory=dict)
     halted: bool = False
     halt_reason: str = ""
-    # Per account, for the revaluation loop (small dicts walk fast; one big dict keyed by pairs
-    # does not): symbol -> its position (None while the symbol only has orders pending).
-    held: dict[str, dict[str, PositionState | None]] = field(default_factory=dict)
-    pending: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> symbol -> signed qty
-    rate: dict[str, deque] = field(default_factory=dict)
+    accounts: dict[str, AccountBook] = field(default_factory=dict)
     refresh_ns: int = 1_000_000_000  # [risk] mtm_refresh_ms
     now_ns: int = 0
-    _exposure: dict[str, _Exposure] = field(default_factory=dict)
-    _terms: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # (gross, mtm) terms
-    _pending_px: dict[tuple[str, str], float] = field(default_factory=dict)  # price of a pending order
+    _pending_lines: list[tuple[AccountBook, str, Line]] = field(default_factory=list)
 
     def roll_day(self, day: str) -> None:
         if day != self.day:
@@ -80,40 +92,62 @@ class Book:
         """Start-up: a position as the store has it."""
         self.positions[(account, symbol)] = state
         if state.net_qty:
-            self.held.setdefault(account, {})[symbol] = state
+            self._account(account).lines[symbol] = Line(state)
+
+    def _account(self, account: str) -> AccountBook:
+        a = self.accounts.get(account)
+        if a is None:
+            a = self.accounts[account] = AccountBook()
+        return a
+
+    def _line(self, account: str, a: AccountBook, symbol: str) -> Line:
+        line = a.lines.get(symbol)
+        if line is None:
+            line = a.lines[symbol] = Line(self.positions.get((account, symbol)))
+        return line
 
     def net(self, account: str, symbol: str) -> int:
         """Net quantity including orders pending at the broker."""
-        pos = self.positions.get((account, symbol))
-        pend = self.pending.get(account)
-        return (pos.net_qty if pos else 0) + (pend.get(symbol, 0) if pend else 0)
+        a = self.accounts.get(account)
+        line = a.lines.get(symbol) if a is not None else None
+        if line is None:
+            pos = self.positions.get((account, symbol))
+            return pos.net_qty if pos is not None else 0
+        pos = line.pos
+        return (pos.net_qty if pos is not None else 0) + line.pending
+
+    def pending_qty(self, account: str, symbol: str) -> int:
+        a = self.accounts.get(account)
+        line = a.lines.get(symbol) if a is not None else None
+        return line.pending if line is not None else 0
+
+    def lines(self, account: str) -> dict[str, Line]:
+        """The account's lines (read-only use): every symbol it holds or has pending."""
+        a = self.accounts.get(account)
+        return a.lines if a is not None else {}
 
     # -- exposure: exact for every position change, revalued at market every refresh_ns ----------
     def begin_batch(self, now_ns: int) -> None:
         self.now_ns = now_ns
 
     def add_pending(self, account: str, symbol: str, signed_qty: int, price: float | None = None) -> None:
-        pend = self.pending.get(account)
-        if pend is None:
-            pend = self.pending[account] = {}
-        pend[symbol] = pend.get(symbol, 0) + signed_qty
-        held = self.held.get(account)
-        if held is None:
-            held = self.held[account] = {}
-        if symbol not in held:
-            held[symbol] = self.positions.get((account, symbol))
+        a = self._account(account)
+        line = self._line(account, a, symbol)
+        line.pending += signed_qty
         if price is not None:
-            self._pending_px[(account, symbol)] = price
-        self._recount(account, symbol)
+            line.pending_px = price
+        self._pending_lines.append((a, symbol, line))
+        self._recount(a, symbol, line)
 
     def end_batch(self) -> None:
         """Orders still pending at the end of a batch (the broker call failed: outcome unknown, to be
         reconciled) stop counting: settled ones have left already (`settle`)."""
-        settled, self.pending = self.pending, {}
-        self._pending_px.clear()
-        for account, symbols in settled.items():
-            for symbol in symbols:
-                self._recount(account, symbol)
+        for a, symbol, line in self._pending_lines:
+            line.pending_px = 0.0
+            if line.pending:
+                line.pending = 0
+                self._recount(a, symbol, line)
+        self._pending_lines.clear()
 
     def gross_exposure(self, account: str) -> float:
         """Sum of |net qty incl. pending| x last price (average price where no tick yet)."""
@@ -123,110 +157,96 @@ class Book:
         """Mark-to-market of open positions against their average price."""
         return self._view(account).mtm
 
-    def _view(self, account: str) -> _Exposure:
-        e = self._exposure.get(account)
-        if e is None:
+    def _view(self, account: str) -> AccountBook:
+        a = self._account(account)
+        if not a.valued:
             # First valuation stamped up to half a period early, by an offset fixed per account:
             # accounts that start together then fall due at different times, not all in one batch.
-            stamp = self.now_ns - zlib.crc32(account.encode()) % 512 * (self.refresh_ns // 1024)
-            e = self._exposure[account] = self._revalue(account, stamp)
-        elif self.now_ns - e.stamp > self.refresh_ns:
-            e = self._exposure[account] = self._revalue(account, e.stamp + self.refresh_ns)
-        return e
+            self._revalue(a, self.now_ns - zlib.crc32(account.encode()) % 512 * (self.refresh_ns // 1024))
+        elif self.now_ns - a.stamp > self.refresh_ns:
+            self._revalue(a, a.stamp + self.refresh_ns)
+        return a
 
-    def _revalue(self, account: str, stamp: int) -> _Exposure:
-        """Every (account, symbol) term at current prices: one tight loop, run at most every refresh_ns.
-        Symbols left flat with nothing pending drop out of `held` on the way."""
-        terms: dict[str, tuple[float, float]] = {}
-        self._terms[account] = terms
-        held_syms = self.held.get(account)
+    def _revalue(self, a: AccountBook, stamp: int) -> None:
+        """Every line's terms at current prices: one tight loop, run at most every refresh_ns.
+        Lines left flat with nothing pending drop out on the way."""
         gross = mtm = 0.0
-        if held_syms:
-            ltp, pend, pending_px = self.ltp, self.pending.get(account), self._pending_px
-            flat = []
-            for sym, pos in held_syms.items():
-                held = pos.net_qty if pos is not None else 0
-                q = held + pend.get(sym, 0) if pend else held
-                if not q and not held:
-                    flat.append(sym)
-                    continue
-                px = ltp.get(sym)
-                if px is None:  # no tick yet: average price, or the pending order's own price
-                    g = abs(q) * (pos.avg_price if held else pending_px.get((account, sym), 0.0))
-                    m = 0.0
-                else:
-                    g = abs(q) * px
-                    m = (px - pos.avg_price) * held if held else 0.0
-                terms[sym] = (g, m)
-                gross += g
-                mtm += m
-            for sym in flat:
-                del held_syms[sym]
+        ltp = self.ltp
+        flat = []
+        for sym, line in a.lines.items():
+            pos = line.pos
+            held = pos.net_qty if pos is not None else 0
+            q = held + line.pending
+            if not q and not held:
+                flat.append(sym)
+                continue
+            px = ltp.get(sym)
+            if px is None:  # no tick yet: average price, or the pending order's own price
+                g = abs(q) * (pos.avg_price if held else line.pending_px)
+                m = 0.0
+            else:
+                g = abs(q) * px
+                m = (px - pos.avg_price) * held if held else 0.0
+            line.gross = g
+            line.mtm = m
+            gross += g
+            mtm += m
+        for sym in flat:
+            del a.lines[sym]
+        a.gross = gross
+        a.mtm = mtm
         # Never stamped more than a period in the past (an account idle for a while).
-        return _Exposure(gross, mtm, max(stamp, self.now_ns - self.refresh_ns))
+        a.stamp = max(stamp, self.now_ns - self.refresh_ns)
+        a.valued = True
 
-    def _recount(self, account: str, symbol: str) -> None:
-        """Replace one (account, symbol) term in the account's gross exposure and MTM."""
-        e = self._exposure.get(account)
-        if e is None:
+    def _recount(self, a: AccountBook, symbol: str, line: Line) -> None:
+        """Replace one line's terms in its account's gross exposure and MTM."""
+        if not a.valued:
             return  # valued in full on first use
-        pos = self.positions.get((account, symbol))
-        px = self.ltp.get(symbol)
+        pos = line.pos
         held = pos.net_qty if pos is not None else 0
-        pend = self.pending.get(account)
-        q = held + pend.get(symbol, 0) if pend else held
-        gpx = px if px is not None else (pos.avg_price if held else self._pending_px.get((account, symbol), 0.0))
-        g = abs(q) * gpx
-        m = (px - pos.avg_price) * held if (held and px is not None) else 0.0
-        terms = self._terms[account]
-        old_g, old_m = terms.get(symbol, (0.0, 0.0))
-        e.gross += g - old_g
-        e.mtm += m - old_m
-        terms[symbol] = (g, m)
+        q = held + line.pending
+        px = self.ltp.get(symbol)
+        if px is None:
+            g = abs(q) * (pos.avg_price if held else line.pending_px)
+            m = 0.0
+        else:
+            g = abs(q) * px
+            m = (px - pos.avg_price) * held if held else 0.0
+        a.gross += g - line.gross
+        a.mtm += m - line.mtm
+        line.gross = g
+        line.mtm = m
 
     def day_pnl(self, account: str) -> float:
         """Realised today plus mark-to-market of open positions against their average price."""
         return self.day_realised.get(account, 0.0) + self.mtm(account)
 
     def apply_fill(self, account: str, symbol: str, signed_qty: int, price: float) -> PositionState:
-        pos = self._fill(account, symbol, signed_qty, price)
-        self._recount(account, symbol)
-        return pos
+        self.settle(account, symbol, 0, [(signed_qty, price)])
+        return self.positions[(account, symbol)]
 
     def settle(self, account: str, symbol: str, pending_qty: int, fills: list[tuple[int, float]]) -> None:
         """An order's outcome: its pending quantity (0 if none) leaves, its fills enter; one recount."""
-        if pending_qty:
-            pend = self.pending.get(account)
-            if pend is not None and symbol in pend:
-                left = pend[symbol] - pending_qty
-                if left:
-                    pend[symbol] = left
-                else:
-                    del pend[symbol]
-        for signed_qty, price in fills:
-            self._fill(account, symbol, signed_qty, price)
-        if pending_qty or fills:
-            self._recount(account, symbol)
-
-    def _fill(self, account: str, symbol: str, signed_qty: int, price: float) -> PositionState:
-        key = (account, symbol)
-        pos = self.positions.get(key)
-        if pos is None:
-            pos = self.positions[key] = PositionState()
-        pnl = pos.apply_fill(signed_qty, price)
-        if pnl:
-            self.day_realised[account] = self.day_realised.get(account, 0.0) + pnl
-        held = self.held.get(account)
-        if held is None:
-            held = self.held[account] = {}
-        held[symbol] = pos
-        return pos
+        if not (pending_qty or fills):
+            return
+        a = self._account(account)
+        line = self._line(account, a, symbol)
+        if pending_qty and line.pending:
+            line.pending -= pending_qty
+        if fills:
+            pos = line.pos
+            if pos is None:
+                pos = line.pos = self.positions[(account, symbol)] = PositionState()
+            for signed_qty, price in fills:
+                pnl = pos.apply_fill(signed_qty, price)
+                if pnl:
+                    self.day_realised[account] = self.day_realised.get(account, 0.0) + pnl
+        self._recount(a, symbol, line)
 
     def take_rate_slot(self, account: str, now_ns: int, limit: int) -> bool:
         """Sliding one-second window per account: True and counted if under the limit."""
-        q = self.rate.get(account)
-        if q is None:
-            q = self.rate[account] = deque()
+        q = self._account(account).rate
         horizon = now_ns - 1_000_000_000
         while q and q[0] <= horizon:
             q.popleft()

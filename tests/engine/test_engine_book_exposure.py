@@ -19,11 +19,11 @@ steps = st.lists(st.one_of(
 
 def brute(book: Book, account: str) -> tuple[float, float]:
     gross = mtm = 0.0
-    for sym in book.held.get(account, ()):
+    for sym, line in book.lines(account).items():
         pos = book.positions.get((account, sym))
         held = pos.net_qty if pos else 0
         px = book.ltp.get(sym)
-        gpx = px if px is not None else (pos.avg_price if held else book._pending_px.get((account, sym), 0.0))
+        gpx = px if px is not None else (pos.avg_price if held else line.pending_px)
         gross += abs(book.net(account, sym)) * gpx
         if held and px is not None:
             mtm += (px - pos.avg_price) * held
@@ -56,7 +56,7 @@ def test_exposure_when_positions_change_then_incremental_equals_full_revaluation
             book.end_batch()
             sent.clear()
         for sym_ in SYMS:  # what is pending is exactly what was sent and not yet settled
-            assert book.pending.get("acct", {}).get(sym_, 0) == sum(q for s_, q in sent if s_ == sym_)
+            assert book.pending_qty("acct", sym_) == sum(q for s_, q in sent if s_ == sym_)
         gross, mtm = brute(book, "acct")
         assert abs(book.gross_exposure("acct") - gross) <= 1e-6 * max(1.0, gross)
         assert abs(book.mtm("acct") - mtm) <= 1e-6 * max(1.0, abs(mtm)) + 1e-6
