@@ -152,10 +152,14 @@ class Engine:
                 return self._turn(work, [self._retry_all(r, str(e)) for r in requests])
         parsed = [self._intake(r) for r in requests]
         known = self._lookup(parsed)
-        answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
-        if between is not None:
-            between()
-        self._execute(work)
+        if between is None:
+            answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
+        else:  # after every request: an earlier batch's answers leave as soon as they may
+            answers = []
+            for r, items in zip(requests, parsed):
+                answers.append(self._decide(r, items, known, work))
+                between()
+        self._execute(work, between)
         if between is not None:
             between()
         self.book.end_batch()
@@ -322,12 +326,14 @@ class Engine:
         work.commit.settings.update({"halted": "1" if halted else "0", "halt_reason": self.book.halt_reason})
         log.warning("kill switch %s: %s", "ON" if halted else "OFF", why)
 
-    def _execute(self, work: _Work) -> None:
+    def _execute(self, work: _Work, between: Callable[[], None] | None = None) -> None:
         """Commit the intents, then call the broker once for the batch, then settle each order."""
         if not work.intents:
             return
         resolved, self._resolved = self._resolved, []
         self.store.commit_intents(work.intents, resolved)
+        if between is not None:
+            between()
         orders = [bo for i in work.intents for bo in i.broker_orders]
         try:
             results = {r.client_order_id: r for r in self.broker.submit(orders)}
