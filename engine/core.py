@@ -171,8 +171,8 @@ class Engine:
             return Turn(0, work.commit, answers)
         self.seq += 1
         decided = [d.client_order_id for d, _, _ in work.commit.decisions]
-        for (d, h, _), coid in zip(work.commit.decisions, decided):
-            self.inflight[coid] = Known(h, d)
+        seen = work.seen  # each decision recorded in this batch is there, as its Known
+        self.inflight.update({coid: seen[coid] for coid in decided})
         self._inflight_by_seq.append((self.seq, decided))
         return Turn(self.seq, work.commit, answers)
 

@@ -26,6 +26,7 @@ def settle(parent: dict, broker_orders: list[BrokerOrder], results: dict[str, Br
     value = 0.0
     failures: list[str] = []
     fills: list[tuple[int, float]] = []
+    single = len(broker_orders) == 1
     for bo in broker_orders:
         r = results[bo.client_order_id]
         if r.status == FILLED and r.fill_price is not None:
@@ -36,7 +37,8 @@ def settle(parent: dict, broker_orders: list[BrokerOrder], results: dict[str, Br
                                 bo.quantity, r.fill_price, now_ns))
         else:
             failures.append(r.reason or reason(Reason.BROKER_REJECTED))
-        children.append(Child(bo.client_order_id, bo.quantity, r.status, r.fill_price, r.trade_id, r.reason))
+        if not single:  # a single order's decision is its own outcome: no children to list
+            children.append(Child(bo.client_order_id, bo.quantity, r.status, r.fill_price, r.trade_id, r.reason))
     book.settle(account, symbol, sign * parent["quantity"] if pending else 0, fills)
     if fills:
         touched.add((account, symbol))
@@ -49,13 +51,12 @@ def settle(parent: dict, broker_orders: list[BrokerOrder], results: dict[str, Br
         reasons = [reason(Reason.PARTIALLY_FILLED, f"filled={filled} of {quantity}")] + failures
     else:
         status, reasons = Status.FILLED.value, []
-    single = len(children) == 1
     return Decision(
         client_order_id=parent["client_order_id"], status=status, reasons=reasons,
         fill_price=(round(value / filled, 4) if filled else None),
-        trade_id=children[0].trade_id if single else None,
+        trade_id=results[broker_orders[0].client_order_id].trade_id if single else None,
         filled_qty=filled, account=account, symbol=symbol, side=side, quantity=quantity,
-        children=[] if single else children, ts=now_ns)
+        children=children, ts=now_ns)
 
 
 def record_book_changes(book: Book, touched: set[tuple[str, str]], batch: CommitBatch) -> None:
