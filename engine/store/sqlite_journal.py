@@ -47,22 +47,33 @@ class JournalWriter:
         self.db = connect(journal_path(db_path))
         self._pruned = 0
 
-    def append(self, frames: Sequence[bytes], prune_through: int = 0) -> int:
-        """Journal the frames durably; returns the last journal seq. Rows up to prune_through
-        (materialized and synced) are deleted in the same transaction."""
+    def append(self, frames: Sequence[bytes]) -> int:
+        """Journal the frames durably; returns the last journal seq."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            if prune_through > self._pruned:
-                db.execute("DELETE FROM journal WHERE seq <= ?", (prune_through,))
             db.executemany("INSERT INTO journal(batch) VALUES (?)", [(f,) for f in frames])
             last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._pruned = max(self._pruned, prune_through)
         return last
+
+    def prune(self, through: int) -> None:
+        """Delete rows up to `through` (materialized and synced). Not synced itself: the next
+        append's FULL commit syncs it (WAL: in order), and should a crash undo it, the rows are
+        pruned again - they are materialized already, so nothing reads them twice. Off the answer
+        path: the writer prunes after confirming."""
+        if through <= self._pruned:
+            return
+        db = self.db
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("DELETE FROM journal WHERE seq <= ?", (through,))
+        finally:
+            db.execute("PRAGMA synchronous=FULL")
+        self._pruned = through
 
     def finish_checkpoint(self) -> None:
         """After a background checkpoint: copy the little left, so the next commit restarts the WAL."""

@@ -267,8 +267,12 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
     def commit(jobs: list[bytes]) -> None:
         if mat.failed:
             raise WriterError(mat.failed)
-        last = journal.append(jobs, prune_through=mat.durable)
+        last = journal.append(jobs)
         mat.todo.put((last, _dec_seq.decode(jobs[-1])[0]))
+
+    def after_done() -> None:
+        """Housekeeping once the engine has its confirmation, so no answer waits for it."""
+        journal.prune(mat.durable)
         if mat.journal_checkpointed.is_set():  # the rest in line: the next commit restarts the WAL
             mat.journal_checkpointed.clear()
             journal.finish_checkpoint()
@@ -279,7 +283,7 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
         return 1 if mat.failed else 0
 
     try:
-        return _serve_loop(sock, parent, commit, finish)
+        return _serve_loop(sock, parent, commit, finish, after_done)
     finally:
         journal.close()
 
@@ -299,8 +303,9 @@ def _serve_direct(sock: zmq.Socket, store, mat_endpoint: str, parent: int) -> in
         push.close()
 
 
-def _serve_loop(sock: zmq.Socket, parent: int, commit, finish) -> int:
-    """Every batch waiting is committed as one, then confirmed DONE; STOP ends it with `finish()`."""
+def _serve_loop(sock: zmq.Socket, parent: int, commit, finish, after_done=None) -> int:
+    """Every batch waiting is committed as one, then confirmed DONE, then `after_done()`; STOP ends
+    it with `finish()`."""
     sock.send(READY)
     while True:
         frames = _take(sock, parent)
@@ -315,6 +320,8 @@ def _serve_loop(sock: zmq.Socket, parent: int, commit, finish) -> int:
                 sock.send(_failed(f"{type(e).__name__}: {e}"))
                 return 1
             sock.send(_done(_dec_seq.decode(jobs[-1])[0]))
+            if after_done is not None:
+                after_done()
         if frames[-1] == STOP:
             return finish()
 

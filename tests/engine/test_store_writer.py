@@ -65,8 +65,12 @@ def test_journal_when_pruned_then_only_rows_up_to_the_synced_point_go(tmp_path):
     journal = JournalWriter(path)
     journal.append([_enc.encode((n, batch(n))) for n in range(4)])
     assert writer_side.materialize() == 4
-    journal.append([_enc.encode((4, batch(4)))], prune_through=3)
+    journal.append([_enc.encode((4, batch(4)))])
+    journal.prune(3)
     assert [r[0] for r in journal.db.execute("SELECT seq FROM journal")] == [4, 5]
+    journal.prune(2)  # never backwards, and a repeat is a no-op
+    assert [r[0] for r in journal.db.execute("SELECT seq FROM journal")] == [4, 5]
+    assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the answer path
     reader = SqliteStore(path)
     assert reader.counts()["trades"] == 5  # the pruned rows were applied before
     for s in (reader, writer_side):
