@@ -12,6 +12,9 @@ crash tests exercise) but not a power cut. A simulated exchange need not be more
 that, and it keeps disk flushes off the engine's path. In memory: the offset of each id's record,
 so a repeat or a reconciliation reads one record back. Another process may read the journal while
 the engine appends (`read_call_counts`); a scan stops at the first record that does not check out.
+One writer at a time (the engine's store lock sees to it); an instance reads what others appended
+before each submit, so instances used one after another (as tests do) stay consistent. Memory: about
+120 bytes per id (its offset), ~25 MiB for the benchmark's 200,000 orders.
 
 Why not SQLite, as before: with a B-tree insert, a WAL append and a checkpoint for every batch,
 the simulated exchange cost about 10 us per order of the engine's ~40 (measured in process) - a
@@ -76,6 +79,9 @@ def _records(fd: int, start: int, chunk: int = _CHUNK) -> Iterator[tuple[int, in
             yield offset, offset, None
             return
         length, crc = _HEAD.unpack_from(buf, rel)
+        if offset + _HEAD.size + length > size:  # cut short (or a torn header's garbage length)
+            yield offset, offset, None
+            return
         if rel + _HEAD.size + length > len(buf):
             buf, buf_at, rel = os.pread(fd, max(chunk, _HEAD.size + length), offset), offset, 0
         body = buf[rel + _HEAD.size: rel + _HEAD.size + length]
@@ -144,7 +150,8 @@ class SandboxBroker:
 
     def _append(self, rec: _Record) -> int:
         """Write a record (one write, O_APPEND); returns its offset."""
-        if self._end == len(MAGIC) and os.fstat(self.fd).st_size == 0:
+        if self._end == len(MAGIC) and os.fstat(self.fd).st_size < len(MAGIC):  # new (or cut in its first write)
+            os.ftruncate(self.fd, 0)
             os.write(self.fd, MAGIC)
         if self._torn is not None:  # a record cut short by a crash: nothing after it could be read
             log.warning("sandbox journal %s: dropping a torn record at byte %d", self.path, self._torn)

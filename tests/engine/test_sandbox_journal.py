@@ -59,6 +59,21 @@ def test_sandbox_when_last_record_torn_by_a_crash_then_it_is_dropped_and_appends
     assert read_call_counts(path) == {"kept": 1, "torn": 1}
 
 
+def test_sandbox_when_a_torn_header_claims_a_huge_length_then_the_scan_stops_there(tmp_path):
+    path = tmp_path / "b.log"
+    broker = SandboxBroker(path, fill_probability=1.0)
+    kept = broker.submit([bo("kept")])[0]
+    broker.close()
+    with open(path, "ab") as f:
+        f.write(b"\xff\xff\xff\x7f" + bytes(8))  # length ~2 GiB, then nothing
+    reopened = SandboxBroker(path, fill_probability=1.0)
+    assert reopened.lookup(["kept"]) == {"kept": kept}
+    assert read_call_counts(path) == {"kept": 1}
+    reopened.submit([bo("next")])
+    reopened.close()
+    assert read_call_counts(path) == {"kept": 1, "next": 1}
+
+
 def test_sandbox_when_two_instances_share_a_journal_then_each_sees_the_others_executions(tmp_path):
     path = tmp_path / "b.log"
     filling, rejecting = SandboxBroker(path, 1.0), SandboxBroker(path, 0.0)
