@@ -152,12 +152,10 @@ class Engine:
                 return self._turn(work, [self._retry_all(r, str(e)) for r in requests])
         parsed = [self._intake(r) for r in requests]
         known = self._lookup(parsed)
-        if between is None:
-            answers = [self._decide(r, items, known, work) for r, items in zip(requests, parsed)]
-        else:  # after every request: an earlier batch's answers leave as soon as they may
-            answers = []
-            for r, items in zip(requests, parsed):
-                answers.append(self._decide(r, items, known, work))
+        answers = []
+        for r, items in zip(requests, parsed):
+            answers.append(self._decide(r, items, known, work))
+            if between is not None:  # after every request: earlier answers leave as soon as they may
                 between()
         self._execute(work, between)
         if between is not None:

@@ -97,6 +97,25 @@ def _records(fd: int, start: int, chunk: int = _CHUNK) -> Iterator[tuple[int, in
         offset = end
 
 
+def _index(fd: int, start: int, at: dict[str, int], again: dict[str, int]) -> tuple[int, int | None]:
+    """Add the records from `start` on to the index (id -> offset of its execution; id -> repeats).
+    Returns where the readable records end, and the offset of a bad record there (None if none)."""
+    end = start
+    for offset, rec_end, rec in _records(fd, start):
+        if rec is None:
+            return end, offset
+        for ex in rec.executions:
+            at.setdefault(ex[0], offset)
+        for coid in rec.again:
+            again[coid] = again.get(coid, 0) + 1
+        end = rec_end
+    return end, None
+
+
+def _counts(at: dict[str, int], again: dict[str, int]) -> dict[str, int]:
+    return {coid: 1 + again.get(coid, 0) for coid in at}
+
+
 def read_call_counts(path: str | Path) -> dict[str, int]:
     """How many times each id was submitted, read from the journal (any process, any time)."""
     p = Path(path)
@@ -104,15 +123,10 @@ def read_call_counts(path: str | Path) -> dict[str, int]:
         return {}
     fd = os.open(p, os.O_RDONLY)
     try:
-        counts: dict[str, int] = {}
-        for _, _, rec in _records(fd, len(MAGIC)):
-            if rec is None:
-                break
-            for ex in rec.executions:
-                counts[ex[0]] = 1
-            for coid in rec.again:
-                counts[coid] = counts.get(coid, 0) + 1
-        return counts
+        at: dict[str, int] = {}
+        again: dict[str, int] = {}
+        _index(fd, len(MAGIC), at, again)
+        return _counts(at, again)
     finally:
         os.close(fd)
 
@@ -137,16 +151,7 @@ class SandboxBroker:
         """Index what was appended since the last look (by an earlier run, or another instance)."""
         if os.fstat(self.fd).st_size <= self._end:
             return
-        at, again = self._at, self._again
-        for offset, end, rec in _records(self.fd, self._end):
-            if rec is None:
-                self._torn = offset
-                break
-            for ex in rec.executions:
-                at.setdefault(ex[0], offset)
-            for coid in rec.again:
-                again[coid] = again.get(coid, 0) + 1
-            self._end = end
+        self._end, self._torn = _index(self.fd, self._end, self._at, self._again)
 
     def _append(self, rec: _Record) -> int:
         """Write a record (one write, O_APPEND); returns its offset."""
@@ -228,8 +233,7 @@ class SandboxBroker:
     def call_counts(self) -> dict[str, int]:
         """How many times each id was submitted (for tests and audits)."""
         self._catch_up()
-        again = self._again
-        return {coid: 1 + again.get(coid, 0) for coid in self._at}
+        return _counts(self._at, self._again)
 
     def close(self) -> None:
         os.close(self.fd)
