@@ -109,16 +109,20 @@ class SqliteStore:
     def journal_writer(self) -> JournalWriter:
         return JournalWriter(self.path)
 
-    def materialize(self, limit: int | None = None) -> int:
-        """Apply journaled batches the tables lack (up to `limit` of them); the last seq applied."""
+    def materialize(self, limit: int | None = None, held: Sequence[tuple[int, bytes]] = ()) -> int:
+        """Apply journaled batches the tables lack (up to `limit` of them); the last seq applied.
+        `held`: (journal seq, frame) pairs the caller journaled itself (the writer), in order: applied
+        without reading them back when they follow on from what the tables hold."""
         jread = self._journal_reader()
         if jread is None:
             return 0
         with self._tx() as db:
             row = db.execute("SELECT seq FROM materialized").fetchone()
             done = row[0] if row else 0
-            q = "SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
-            rows = jread.execute(q, (done,)).fetchall()
+            rows = [r for r in held if r[0] > done]
+            if not held or (rows and rows[0][0] != done + 1):  # not held, or a gap: read the journal
+                q = "SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
+                rows = jread.execute(q, (done,)).fetchall()
             if rows:
                 self._apply(db, merge_frames([b for _, b in rows]))
                 done = rows[-1][0]

@@ -179,7 +179,8 @@ class _Materializer(threading.Thread):
         super().__init__(name="wojak-materializer", daemon=True)
         self.store = store
         self.endpoint = endpoint
-        self.todo: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        # (journal seqs and frames of one commit, the engine's last seq), in journal order
+        self.todo: queue.Queue[tuple[list[tuple[int, bytes]], int] | None] = queue.Queue()
         self.durable = 0  # journal seq up to which the tables are synced: prunable
         self.journal_checkpointed = threading.Event()
         self.failed: str | None = None
@@ -202,10 +203,13 @@ class _Materializer(threading.Thread):
                     except queue.Empty:
                         break
                 finishing = finishing or None in items
-                waiting.extend(i for i in items if i is not None)
+                held = [f for i in items if i is not None for f in i[0]]
+                waiting.extend((i[0][-1][0], i[1]) for i in items if i is not None)
                 if not waiting:
                     continue
-                applied = self.store.materialize()
+                # The frames are in hand: no reading them back (unless a reader applied some and
+                # they no longer follow on - then from the journal).
+                applied = self.store.materialize(held=held)
                 last = None
                 while waiting and waiting[0][0] <= applied:
                     last = waiting.popleft()[1]
@@ -268,7 +272,8 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
         if mat.failed:
             raise WriterError(mat.failed)
         last = journal.append(jobs)
-        mat.todo.put((last, _dec_seq.decode(jobs[-1])[0]))
+        first = last - len(jobs) + 1  # one row each, numbered in order (AUTOINCREMENT, one txn)
+        mat.todo.put((list(zip(range(first, last + 1), jobs)), _dec_seq.decode(jobs[-1])[0]))
 
     def after_done() -> None:
         """Housekeeping once the engine has its confirmation, so no answer waits for it."""
