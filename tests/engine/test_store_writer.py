@@ -128,6 +128,8 @@ def test_writer_process_when_batches_submitted_then_done_then_materialized_in_or
     assert w.proc.returncode == 0
     reader = SqliteStore(tmp_path / "w.db")
     assert reader.counts()["trades"] == 5 and reader.get_checkpoint("shard-0") == "5"
+    # a clean stop folds the logged position changes into the positions table
+    assert reader.unfolded == 0 and reader.db.execute("SELECT net_qty FROM positions").fetchall() == [(300,)]
     reader.close()
 
 
