@@ -70,6 +70,17 @@ class AccountBook:
     valued: bool = False
 
 
+def _terms(line: Line, px: float | None) -> tuple[float, float]:
+    """A line's gross exposure (|net incl. pending| x price) and mark-to-market at price `px`; with no
+    tick yet (None), exposure at the average price, or the pending order's own price."""
+    pos = line.pos
+    held = pos.net_qty if pos is not None else 0
+    q = held + line.pending
+    if px is None:
+        return abs(q) * (pos.avg_price if held else line.pending_px), 0.0
+    return abs(q) * px, ((px - pos.avg_price) * held if held else 0.0)
+
+
 @dataclass
 class Book:
     positions: dict[tuple[str, str], PositionState] = field(default_factory=dict)
@@ -175,18 +186,10 @@ class Book:
         flat = []
         for sym, line in a.lines.items():
             pos = line.pos
-            held = pos.net_qty if pos is not None else 0
-            q = held + line.pending
-            if not q and not held:
+            if not line.pending and (pos is None or not pos.net_qty):
                 flat.append(sym)
                 continue
-            px = ltp.get(sym)
-            if px is None:  # no tick yet: average price, or the pending order's own price
-                g = abs(q) * (pos.avg_price if held else line.pending_px)
-                m = 0.0
-            else:
-                g = abs(q) * px
-                m = (px - pos.avg_price) * held if held else 0.0
+            g, m = _terms(line, ltp.get(sym))
             line.gross = g
             line.mtm = m
             gross += g
@@ -203,16 +206,7 @@ class Book:
         """Replace one line's terms in its account's gross exposure and MTM."""
         if not a.valued:
             return  # valued in full on first use
-        pos = line.pos
-        held = pos.net_qty if pos is not None else 0
-        q = held + line.pending
-        px = self.ltp.get(symbol)
-        if px is None:
-            g = abs(q) * (pos.avg_price if held else line.pending_px)
-            m = 0.0
-        else:
-            g = abs(q) * px
-            m = (px - pos.avg_price) * held if held else 0.0
+        g, m = _terms(line, self.ltp.get(symbol))
         a.gross += g - line.gross
         a.mtm += m - line.mtm
         line.gross = g
