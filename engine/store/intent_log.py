@@ -64,7 +64,7 @@ class IntentLog:
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.segments = [_Segment(_create(self.dir / f"{n}.log")) for n in range(2)]
+        self.segments = [_Segment(preallocate(self.dir / f"{n}.log", SEGMENT_BYTES)) for n in range(2)]
         self.pending: dict[str, Intent] = {}
         self._unwritten: list[str] = []  # resolved since the last record
         found = sorted((seq, n, rec) for n, seg in enumerate(self.segments) for seq, rec in seg.records())
@@ -134,13 +134,14 @@ class IntentLog:
         self.offset += _HEAD.size + len(body)
 
 
-def _create(path: Path) -> Path:
-    """A segment written in full once, so later writes overwrite allocated blocks (no metadata)."""
-    if path.exists() and path.stat().st_size == SEGMENT_BYTES:
+def preallocate(path: Path, size: int) -> Path:
+    """A segment file written in full once (zeros, synced, its name too), so later writes overwrite
+    allocated blocks: no metadata changes, and a sync is one device flush."""
+    if path.exists() and path.stat().st_size == size:
         return path
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
-        f.write(bytes(SEGMENT_BYTES))
+        f.write(bytes(size))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -22,9 +22,8 @@ import msgspec
 
 from engine.models import Decision, Escalation, Tick, Trade
 from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow, merge_frames
-from engine.store import sqlite_journal
+from engine.store.batch_journal import JournalReader, JournalWriter, legacy_journal_path
 from engine.store.intent_log import IntentLog
-from engine.store.sqlite_journal import JournalWriter
 
 _SCHEMA = """
 -- Decided orders: one row each, written once. A rowid table: rows append at the end, and only the
@@ -66,7 +65,7 @@ CREATE TABLE IF NOT EXISTS anomalies (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, client_order_id TEXT NOT NULL,
   detail TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
--- How far the tables have applied the batch journal (sqlite_journal.py), written with those rows.
+-- How far the tables have applied the batch journal (batch_journal.py), written with those rows.
 CREATE TABLE IF NOT EXISTS materialized (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
 """
 
@@ -105,8 +104,9 @@ class SqliteStore:
         self.db.execute(f"PRAGMA wal_autocheckpoint={4096 if role == 'reader' else 0}")
         self.db.execute("PRAGMA cache_size=-65536")
         self.db.executescript(_SCHEMA)
-        self._jread: sqlite3.Connection | None = None
+        self.journal = JournalReader(p)
         self.unfolded = self.db.execute("SELECT COUNT(*) FROM position_log").fetchone()[0]
+        self._apply_legacy_journal()
         if role in ("reader", "engine"):
             self.materialize()
         # The store writer process commits batches only: it never opens the intent log.
@@ -114,54 +114,56 @@ class SqliteStore:
         if self.log is not None:
             self.log.resolve(self._decided(list(self.log.pending)))
 
-    # -- the batch journal (see sqlite_journal.py) ---------------------------------------------
+    # -- the batch journal (see batch_journal.py) ----------------------------------------------
     def journal_writer(self) -> JournalWriter:
-        return JournalWriter(self.path)
+        return JournalWriter(self.path, after=self._materialized(self.db))
 
-    def materialize(self, limit: int | None = None, held: Sequence[tuple[int, bytes]] = ()) -> int:
-        """Apply journaled batches the tables lack (up to `limit` of them); the last seq applied.
-        `held`: (journal seq, frame) pairs the caller journaled itself (the writer), in order: applied
-        without reading them back when they follow on from what the tables hold."""
-        jread = self._journal_reader()
-        if jread is None:
-            return 0
+    def materialize(self, held: Sequence[tuple[int, bytes]] = ()) -> int:
+        """Apply journaled batches the tables lack; the last seq applied. `held`: (journal seq,
+        frame) pairs the caller journaled itself (the writer), in order: applied without reading
+        them back when they follow on from what the tables hold."""
+        if not held and not self.journal.exists():
+            return self._materialized(self.db)
         with self._tx() as db:
-            row = db.execute("SELECT seq FROM materialized").fetchone()
-            done = row[0] if row else 0
+            done = self._materialized(db)
             rows = [r for r in held if r[0] > done]
             if not held or (rows and rows[0][0] != done + 1):  # not held, or a gap: read the journal
-                q = "SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq" + (f" LIMIT {int(limit)}" if limit else "")
-                rows = jread.execute(q, (done,)).fetchall()
+                rows = self.journal.after(done)
             if rows:
                 self._apply(db, merge_frames([b for _, b in rows]))
                 done = rows[-1][0]
                 db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (done,))
         return done
 
-    def checkpoint_journal(self) -> None:
-        jread = self._journal_reader()
-        if jread is not None:
-            jread.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-    def _journal_reader(self) -> sqlite3.Connection | None:
-        if self._jread is None:
-            path = sqlite_journal.journal_path(self.path)
-            if not path.exists() and self.role != "writer":
-                return None
-            self._jread = sqlite_journal.connect(path)
-        return self._jread
+    @staticmethod
+    def _materialized(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM materialized").fetchone()
+        return row[0] if row else 0
 
     def _fresh(self) -> None:
         """A reader's query sees every batch the engine answered: apply what the journal holds beyond."""
-        if self.role != "reader":
-            return
-        jread = self._journal_reader()
-        if jread is None:
-            return
-        last = jread.execute("SELECT MAX(seq) FROM journal").fetchone()[0]
-        row = self.db.execute("SELECT seq FROM materialized").fetchone()
-        if last is not None and last > (row[0] if row else 0):
+        if self.role == "reader" and self.journal.exists() and self.journal.last() > self._materialized(self.db):
             self.materialize()
+
+    def _apply_legacy_journal(self) -> None:
+        """Batches still in a journal of the SQLite-file kind (before batch_journal.py) are applied
+        first, so none answered is lost across the upgrade; the engine then removes that file."""
+        legacy = legacy_journal_path(self.path)
+        if not legacy.exists():
+            return
+        old = sqlite3.connect(f"file:{legacy}?mode=ro", uri=True, timeout=30)
+        try:
+            with self._tx() as db:
+                done = self._materialized(db)
+                rows = old.execute("SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq", (done,)).fetchall()
+                if rows:
+                    self._apply(db, merge_frames([b for _, b in rows]))
+                    db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (rows[-1][0],))
+        finally:
+            old.close()
+        if self.role == "engine":  # the store's owner (it holds the store lock)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{legacy}{suffix}").unlink(missing_ok=True)
 
     # -- hot path -----------------------------------------------------------------------------
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]:
@@ -367,8 +369,7 @@ class SqliteStore:
 
     def close(self) -> None:
         self.db.close()
-        if self._jread is not None:
-            self._jread.close()
+        self.journal.close()
         if self.log is not None:
             self.log.close()
 

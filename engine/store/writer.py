@@ -1,14 +1,14 @@
 """The store writer: a child process that commits the engine's batches, so the engine never waits on disk.
 
     engine: gate batch N+1 ...                  | send answers of N
-    writer:        journal batch N (FULL commit) | DONE N ...  tables <- N, N+1, ... | MATERIALIZED N+1
+    writer:        journal batch N (fdatasync)   | DONE N ...  tables <- N, N+1, ... | MATERIALIZED N+1
 
 The engine hands each batch's `CommitBatch` to the writer over a ZeroMQ PAIR (`ipc://` in a private
-directory). SQLite: the writer's main thread appends whatever is queued to the batch journal in one
-FULL commit (group commit) and confirms DONE: the engine may answer those batches. Its materializer
-thread then applies journaled batches to the tables, many per transaction, and confirms
+directory). SQLite: the writer's main thread appends whatever is queued to the batch journal with one
+write and one fdatasync (group commit) and confirms DONE: the engine may answer those batches. Its
+materializer thread then applies journaled batches to the tables, many per transaction, and confirms
 MATERIALIZED on a second socket: from then the engine reads those decisions from the store instead
-of from memory (see sqlite_journal.py). A store without a journal (Couchbase) commits each group
+of from memory (see batch_journal.py). A store without a journal (Couchbase) commits each group
 directly and confirms both at once. Why a process and not a thread: SQLite releases the GIL only
 inside each statement step, so a writer thread would stall on the GIL whenever the engine is busy
 in Python - which under load is always.
@@ -51,7 +51,6 @@ FAILED = b"F"
 MAX_GROUP = 64  # batches merged into one transaction at most
 WRITER_NICE = 5
 CHECKPOINT_BATCHES = 6  # batches materialized between WAL checkpoints (SQLite)
-JOURNAL_CHECKPOINT_EVERY = 8  # tables' checkpoints per checkpoint of the batch journal
 MATERIALIZER_NICE = 10
 
 _enc = msgspec.msgpack.Encoder()
@@ -184,7 +183,6 @@ class _Materializer(threading.Thread):
         # (journal seqs and frames of one commit, the engine's last seq), in journal order
         self.todo: queue.Queue[tuple[list[tuple[int, bytes]], int] | None] = queue.Queue()
         self.durable = 0  # journal seq up to which the tables are synced: prunable
-        self.journal_checkpointed = threading.Event()
         self.failed: str | None = None
 
     def run(self) -> None:
@@ -195,7 +193,6 @@ class _Materializer(threading.Thread):
         push.connect(self.endpoint)
         waiting: deque[tuple[int, int]] = deque()  # (journal seq, engine seq)
         since_checkpoint = 0
-        journal_due = JOURNAL_CHECKPOINT_EVERY
         applied = 0
         try:
             finishing = False
@@ -227,25 +224,16 @@ class _Materializer(threading.Thread):
                 # Checkpoints small and steady: every CHECKPOINT_BATCHES batches (~1 MB of pages to
                 # flush). With one every ~50 rounds, each flushed ~20 MB and the engine's intent
                 # fdatasync waited behind it (measured p99 4.3 ms; 1.7 ms this way). Everything
-                # applied so far is synced by it, so its journal rows may go.
+                # applied so far is synced by it, so the journal may reuse its segments.
                 if since_checkpoint >= CHECKPOINT_BATCHES:
                     since_checkpoint = 0
                     self.store.checkpoint("PASSIVE")
                     self.durable = applied
-                    # The journal's own checkpoint (two fsyncs, and one more for the header of
-                    # its restarted WAL) less often: its rows wait for pruning a little longer.
-                    journal_due -= 1
-                    if journal_due <= 0:
-                        journal_due = JOURNAL_CHECKPOINT_EVERY
-                        self.store.checkpoint_journal()
-                        self.journal_checkpointed.set()
             # Stopping: everything folded and synced.
             if self.store.unfolded:
                 self.store.fold_positions()
             self.store.checkpoint("PASSIVE")
             self.durable = applied
-            self.store.checkpoint_journal()
-            self.journal_checkpointed.set()
         except Exception as e:  # noqa: BLE001 - the engine must hear of it and stop
             log.exception("materializing failed")
             self.failed = f"{type(e).__name__}: {e}"
@@ -291,16 +279,10 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
     def commit(jobs: list[bytes]) -> None:
         if mat.failed:
             raise WriterError(mat.failed)
-        last = journal.append(jobs)
-        first = last - len(jobs) + 1  # one row each, numbered in order (AUTOINCREMENT, one txn)
-        mat.todo.put((list(zip(range(first, last + 1), jobs)), _dec_seq.decode(jobs[-1])[0]))
-
-    def after_done() -> None:
-        """Housekeeping once the engine has its confirmation, so no answer waits for it."""
         journal.prune(mat.durable)
-        if mat.journal_checkpointed.is_set():  # the rest in line: the next commit restarts the WAL
-            mat.journal_checkpointed.clear()
-            journal.finish_checkpoint()
+        last = journal.append(jobs)
+        first = last - len(jobs) + 1  # numbered in order
+        mat.todo.put((list(zip(range(first, last + 1), jobs)), _dec_seq.decode(jobs[-1])[0]))
 
     def finish() -> int:
         mat.todo.put(None)
@@ -308,7 +290,7 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
         return 1 if mat.failed else 0
 
     try:
-        return _serve_loop(sock, parent, commit, finish, after_done)
+        return _serve_loop(sock, parent, commit, finish)
     finally:
         journal.close()
 
@@ -328,9 +310,8 @@ def _serve_direct(sock: zmq.Socket, store, mat_endpoint: str, parent: int) -> in
         push.close()
 
 
-def _serve_loop(sock: zmq.Socket, parent: int, commit, finish, after_done=None) -> int:
-    """Every batch waiting is committed as one, then confirmed DONE, then `after_done()`; STOP ends
-    it with `finish()`."""
+def _serve_loop(sock: zmq.Socket, parent: int, commit, finish) -> int:
+    """Every batch waiting is committed as one, then confirmed DONE; STOP ends it with `finish()`."""
     sock.send(READY)
     while True:
         frames = _take(sock, parent)
@@ -345,8 +326,6 @@ def _serve_loop(sock: zmq.Socket, parent: int, commit, finish, after_done=None) 
                 sock.send(_failed(f"{type(e).__name__}: {e}"))
                 return 1
             sock.send(_done(_dec_seq.decode(jobs[-1])[0]))
-            if after_done is not None:
-                after_done()
         if frames[-1] == STOP:
             return finish()
 

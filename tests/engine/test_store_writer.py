@@ -1,4 +1,4 @@
-"""The store writer process and the SQLite batch journal: a batch is durable once journaled, applied
+"""The store writer process and the batch journal: a batch is durable once journaled, applied
 to the tables exactly once whoever applies it, and never lost between the two - over a real child
 process, real ZeroMQ and real SQLite files."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from engine.models import Trade
 from engine.server import lock_store
 from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
-from engine.store.sqlite_journal import JournalWriter
+from engine.store.batch_journal import JournalWriter
 from engine.store.writer import StoreWriter, WriterError
 from tests.engine.test_store_contract import NOW, decided, escalation
 
@@ -42,7 +42,7 @@ def wait_for(check, timeout: float = 10.0) -> bool:
 def test_journal_when_appended_then_a_reader_sees_every_batch_applied_once(tmp_path):
     path = tmp_path / "w.db"
     writer_side = SqliteStore(path, role="writer")
-    journal = JournalWriter(path)
+    journal = JournalWriter(path, after=0)
     last = journal.append([_enc.encode((n, batch(n))) for n in range(3)])
     assert last == 3
     reader = SqliteStore(path)  # applies what the tables lack before it reads
@@ -62,7 +62,7 @@ def test_journal_when_appended_then_a_reader_sees_every_batch_applied_once(tmp_p
 def test_journal_when_writer_applies_frames_it_holds_then_each_applied_once_even_after_a_reader(tmp_path):
     path = tmp_path / "w.db"
     writer_side = SqliteStore(path, role="writer")
-    journal = JournalWriter(path)
+    journal = JournalWriter(path, after=0)
     frames = [_enc.encode((n, batch(n))) for n in range(4)]
     last = journal.append(frames)
     held = list(zip(range(last - 3, last + 1), frames))
@@ -85,28 +85,9 @@ def test_journal_when_writer_applies_frames_it_holds_then_each_applied_once_even
     journal.close()
 
 
-def test_journal_when_pruned_then_only_rows_up_to_the_synced_point_go(tmp_path):
-    path = tmp_path / "w.db"
-    writer_side = SqliteStore(path, role="writer")
-    journal = JournalWriter(path)
-    journal.append([_enc.encode((n, batch(n))) for n in range(4)])
-    assert writer_side.materialize() == 4
-    journal.append([_enc.encode((4, batch(4)))])
-    journal.prune(3)
-    assert [r[0] for r in journal.db.execute("SELECT seq FROM journal")] == [4, 5]
-    journal.prune(2)  # never backwards, and a repeat is a no-op
-    assert [r[0] for r in journal.db.execute("SELECT seq FROM journal")] == [4, 5]
-    assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for the answer path
-    reader = SqliteStore(path)
-    assert reader.counts()["trades"] == 5  # the pruned rows were applied before
-    for s in (reader, writer_side):
-        s.close()
-    journal.close()
-
-
 def test_journal_when_writer_dies_before_applying_then_engine_start_applies_the_rest(tmp_path):
     path = tmp_path / "w.db"
-    journal = JournalWriter(path)
+    journal = JournalWriter(path, after=0)
     journal.append([_enc.encode((n, batch(n))) for n in range(2)])
     journal.close()  # the writer process is gone: journaled, never materialized
     engine_side = SqliteStore(path, role="engine")  # at open, before it reads anything
