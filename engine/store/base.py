@@ -77,7 +77,7 @@ class CommitBatch(msgspec.Struct):
         self.checkpoints.update(other.checkpoints)
 
 
-# A batch as the engine hands it to the store writer, and as the SQLite journal keeps it:
+# A batch as the engine hands it to the store writer, and as the batch journal keeps it:
 # msgpack (the engine's batch number, CommitBatch).
 _dec_frame = msgspec.msgpack.Decoder(tuple[int, CommitBatch])
 

@@ -85,7 +85,8 @@ class SqliteStore:
     """role: "reader" (the default: CLI, tests, tools) applies journaled batches before every read;
     "engine" applies them once, at open (the engine reads what it has not yet seen from memory);
     "background" (the engine's outbox thread) never applies them; "writer" (the store writer
-    process) applies them as its job, with the tables at synchronous=NORMAL (the journal is FULL)."""
+    process) applies them as its job, with the tables at synchronous=NORMAL (the journal is synced
+    on every append)."""
 
     def __init__(self, path: str | Path, role: str = "reader") -> None:
         if role not in ("reader", "engine", "background", "writer"):
