@@ -60,6 +60,7 @@ class EngineProcess:
         for name, keys in sections.items():
             cfg.setdefault(name, {}).update(keys)
         cfg["engine"]["endpoint"] = self.endpoint
+        self.sections = cfg
         self.config = write_config(self.dir / "wojak.toml", cfg)
         self.store_path = Path(cfg["store"]["path"])
         self.journal_path = Path(cfg["broker"]["journal"])
@@ -82,6 +83,13 @@ class EngineProcess:
             except EngineUnavailable:
                 continue
         raise RuntimeError(f"engine did not answer within {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def configure(self, **sections: dict[str, Any]) -> "EngineProcess":
+        """Change config keys (merged into their sections); the next `start` uses them."""
+        for name, keys in sections.items():
+            self.sections.setdefault(name, {}).update(keys)
+        write_config(self.config, self.sections)
+        return self
 
     def client(self, timeout_s: float = 5.0) -> EngineClient:
         return EngineClient(self.endpoint, timeout_s=timeout_s)

@@ -105,7 +105,7 @@ def test_journal_when_a_segment_is_not_its_own_then_the_writer_refuses_to_start(
 @given(steps=st.lists(st.one_of(st.tuples(st.just("append"), st.lists(st.integers(10, 900), min_size=1, max_size=4)),
                                 st.tuples(st.just("prune"), st.integers(0, 5)),
                                 st.tuples(st.just("reopen"), st.just(0))), max_size=40))
-def test_journal_any_appends_prunes_and_restarts_then_everything_after_the_pruned_point_reads_back(tmp_path_factory, steps):
+def test_journal_any_appends_prunes_and_restarts_then_all_after_the_pruned_point_reads_back(tmp_path_factory, steps):
     path = tmp_path_factory.mktemp("bj") / "j.db"
     with mock.patch.object(batch_journal, "SEGMENT_BYTES", SMALL):
         w = JournalWriter(path, after=0)

@@ -214,6 +214,13 @@ def _no_check(done: int) -> None:
     return None
 
 
+def paced(engine: EngineProcess) -> None:
+    """Every broker call takes 20 ms: with 20 in flight, 300 orders take at least 0.3 s, so an
+    interruption after the first 60 lands mid-stream however fast the engine is."""
+    engine.stop()
+    engine.configure(broker={"latency_ms": 20.0}).start()
+
+
 def _stream_started(engine: EngineProcess, lane, sidecars, symbol: str, prefix: str, n: int, window: str,
                     at_least: int) -> SidecarProcess:
     lane.publish(orders(n, symbol, prefix))
@@ -230,6 +237,7 @@ def _finished_once(engine: EngineProcess, lane, sidecar: SidecarProcess, n: int)
 def stream_through_engine_kill(engine: EngineProcess, lane, sidecars, symbol: str,
                                check: Callable[[int], None] = _no_check, n: int = 300) -> None:
     """The engine SIGKILLed mid-stream and restarted: every order decided, none executed twice."""
+    paced(engine)
     car = _stream_started(engine, lane, sidecars, symbol, "ek", n, window="20", at_least=60)
     engine.kill()
     assert decided(engine) < n, "the engine finished before it was killed: the test proved nothing"
@@ -241,6 +249,7 @@ def stream_through_engine_kill(engine: EngineProcess, lane, sidecars, symbol: st
 def stream_through_sidecar_kill(engine: EngineProcess, lane, sidecars, symbol: str,
                                 check: Callable[[int], None] = _no_check, n: int = 300) -> None:
     """The sidecar SIGKILLed mid-stream and another started: every order decided, none executed twice."""
+    paced(engine)
     first = _stream_started(engine, lane, sidecars, symbol, "sk", n, window="20", at_least=60)
     first.kill()
     done = decided(engine)

@@ -6,9 +6,9 @@ import json
 
 from bench.sidecar_bench import orders
 from tests.support.sidecar_fixtures import (assert_executed_once_each, assert_exits_2_naming_missing, batch_message,
-                                            decided, decision, last_price, market_order, stream_through_engine_kill,
-                                            stream_through_sidecar_kill, stream_through_sigterm,
-                                            wait_decided_and_drained, wait_filled_at, wait_for)
+                                            decided, decision, last_price, market_order, paced,
+                                            stream_through_engine_kill, stream_through_sidecar_kill,
+                                            stream_through_sigterm, wait_decided_and_drained, wait_filled_at, wait_for)
 
 
 def test_publish_1000_orders_when_sidecar_runs_then_1000_decisions_and_all_committed(lane, engine, symbol, sidecars):
@@ -37,6 +37,7 @@ def test_sidecar_killed_mid_stream_when_restarted_then_nothing_lost_or_executed_
 
 def test_one_of_two_group_members_killed_when_streaming_then_other_takes_over_exactly_once(lane, engine, symbol,
                                                                                            sidecars):
+    paced(engine)
     lane.publish(orders(600, symbol, "rb"))
     env = lane.sidecar_env(engine, WOJAK_WINDOW="10")
     a, b = sidecars(env), sidecars(env)
