@@ -93,7 +93,8 @@ def wait_until(pred, timeout: float) -> None:
 
 
 def test_engine_killed_under_http_load_then_clients_retry_and_every_order_is_decided_once(tmp_path):
-    engine = EngineProcess(tmp_path, risk=FAST_RISK, http={"timeout_s": 2.0}).start()
+    # Paced (a broker call takes 20 ms), so the kill lands mid-stream however fast the engine is.
+    engine = EngineProcess(tmp_path, risk=FAST_RISK, http={"timeout_s": 2.0}, broker={"latency_ms": 20.0}).start()
     sidecar = HttpSidecar(engine.config, tmp_path).start()
     orders = make_orders(300, f"rs-{uuid.uuid4().hex[:6]}")
     load = Load(sidecar.base, orders)
