@@ -130,11 +130,17 @@ class SqliteStore:
             rows = [r for r in held if r[0] > done]
             if not held or (rows and rows[0][0] != done + 1):  # not held, or a gap: read the journal
                 rows = self.journal.after(done)
-            if rows:
-                self._apply(db, merge_frames([b for _, b in rows]))
-                done = rows[-1][0]
-                db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (done,))
+            done = self._apply_journaled(db, rows) or done
         return done
+
+    def _apply_journaled(self, db: sqlite3.Connection, rows: Sequence[tuple[int, bytes]]) -> int:
+        """(seq, frame) rows applied and marked materialized, in the caller's transaction; the last
+        seq (0 if none)."""
+        if not rows:
+            return 0
+        self._apply(db, merge_frames([b for _, b in rows]))
+        db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (rows[-1][0],))
+        return rows[-1][0]
 
     @staticmethod
     def _materialized(db: sqlite3.Connection) -> int:
@@ -156,10 +162,8 @@ class SqliteStore:
         try:
             with self._tx() as db:
                 done = self._materialized(db)
-                rows = old.execute("SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq", (done,)).fetchall()
-                if rows:
-                    self._apply(db, merge_frames([b for _, b in rows]))
-                    db.execute("INSERT OR REPLACE INTO materialized VALUES (1, ?)", (rows[-1][0],))
+                self._apply_journaled(db, old.execute("SELECT seq, batch FROM journal WHERE seq > ? ORDER BY seq",
+                                                      (done,)).fetchall())
         finally:
             old.close()
         if self.role == "engine":  # the store's owner (it holds the store lock)
