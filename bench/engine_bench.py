@@ -88,11 +88,13 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _children(pid: int) -> list[int]:
-    """The engine's child processes (its store writer)."""
+def _children(pid: int, module: bytes) -> list[int]:
+    """The engine's child processes running `python -m <module>` (its store writer, its outbox)."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
+        for c in (task / "children").read_text().split():
+            if module in Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0"):
+                out.append(int(c))
     return out
 
 
@@ -175,12 +177,14 @@ def main(orders: int = 200_000, window: int = 100, batch: int = 10, tick_every: 
         # Warm-up: reference prices for every contract, so market orders and bands have a tick.
         with engine.client() as c:
             c.call("tick", [{"symbol": s, "ltp": p} for s, p in _instruments()])
-        procs = {"engine": [engine.proc.pid], "writer": _children(engine.proc.pid), "generator": [os.getpid()]}
+        procs = {"engine": [engine.proc.pid], "writer": _children(engine.proc.pid, b"engine.store.writer"),
+                 "outbox": _children(engine.proc.pid, b"engine.outbox"), "generator": [os.getpid()]}
         cpu_before = {k: sum(map(_cpu_s, pids)) for k, pids in procs.items()}
         latencies, statuses, elapsed = drive(engine.endpoint, frames, window)
         cpu = {k: sum(map(_cpu_s, pids)) - cpu_before[k] for k, pids in procs.items()}
         engine_rss = _rss_mb(engine.proc.pid)
         writer_rss = sum(map(_rss_mb, procs["writer"]))
+        outbox_rss = sum(map(_rss_mb, procs["outbox"]))
         counts = engine.store().counts()
     finally:
         engine.stop()
@@ -196,7 +200,8 @@ def main(orders: int = 200_000, window: int = 100, batch: int = 10, tick_every: 
     print(f"throughput: {rate:,.0f} orders/s = {rate * 60:,.0f} orders/min")
     print(f"answer latency: p50 {_pct(latencies, 50) * 1e3:.2f} ms  p99 {_pct(latencies, 99) * 1e3:.2f} ms  "
           f"p99.9 {_pct(latencies, 99.9) * 1e3:.2f} ms  max {latencies[-1] * 1e3:.2f} ms")
-    print(f"peak RSS: engine {engine_rss:.0f} MiB, store writer {writer_rss:.0f} MiB, load generator {gen_rss:.0f} MiB")
+    print(f"peak RSS: engine {engine_rss:.0f} MiB, store writer {writer_rss:.0f} MiB, outbox {outbox_rss:.0f} MiB, "
+          f"load generator {gen_rss:.0f} MiB")
     print("CPU per order: " + ", ".join(f"{k} {v / n * 1e6:.1f} us" for k, v in cpu.items())
           + "  (busy: " + ", ".join(f"{k} {v / elapsed:.0%}" for k, v in cpu.items()) + ")")
     if keep:

@@ -1,13 +1,24 @@
-"""Escalation delivery: a thread drains the store's durable outbox to the configured sink.
+"""Escalation delivery: a process of its own drains the store's durable outbox to the configured sink.
 
 An escalation is written in the same transaction as its decision, so a crash never loses one; this
 worker delivers it at least once (HTTP POST, or an fsync'd JSON line in a file), retrying with
 exponential backoff. The receiver de-duplicates by `escalation_id`.
+
+Why a process (`OutboxProcess`, running `python -m engine.outbox`) and not a thread of the engine:
+a thread shares the engine's GIL, and every delivery round (decoding rows, encoding JSON, an HTTP
+call) took it from the hot loop - measured, the benchmark ran 2-20% faster without it (median
+~4%, 7 of 7 alternating pairs). A slow or hanging risk endpoint cannot touch the engine either.
+The engine wakes the process through a pipe when escalations reach the tables; the process dies
+with the engine (and on the pipe's end), and one that dies alone is restarted at the next wake
+(what it had not delivered waits in the store).
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -17,7 +28,7 @@ from typing import Callable
 
 import msgspec
 
-from engine.config import EscalationSection
+from engine.config import EscalationSection, StoreSection
 from engine.models import Escalation
 from engine.store.base import Store
 
@@ -146,3 +157,88 @@ class OutboxWorker(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
+
+
+class OutboxJob(msgspec.Struct, frozen=True):
+    """What the outbox process needs: where the outbox is, where it goes, and the engine's clock."""
+
+    store: StoreSection
+    escalation: EscalationSection
+    clock_offset_ns: int = 0  # the engine clock minus the system clock (a simulated start)
+    checkpoint: bool = False  # also checkpoint the SQLite WAL (no store writer process does it)
+
+
+class OutboxProcess:
+    """The engine's end: start the outbox process, wake it when escalations are in the tables, stop it."""
+
+    RESTART_AFTER_S = 5.0
+
+    def __init__(self, job: OutboxJob) -> None:
+        self.job = job
+        self.proc: subprocess.Popen | None = None
+        self._started_at = 0.0
+
+    def start(self) -> None:
+        from engine.store.writer import die_with_parent
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.outbox", msgspec.json.encode(self.job).decode()],
+                                     stdin=subprocess.PIPE, bufsize=0,
+                                     preexec_fn=die_with_parent if sys.platform == "linux" else None)
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        self._started_at = time.monotonic()
+
+    def wake(self) -> None:
+        """Ask for a delivery round now (a wake already pending is enough)."""
+        if self.proc is None:
+            return
+        code = self.proc.poll()
+        if code is not None:
+            if time.monotonic() - self._started_at >= self.RESTART_AFTER_S:
+                log.error("escalation outbox process exited with status %s; restarting it", code)
+                self.proc.stdin.close()
+                self.start()
+            return
+        try:
+            os.write(self.proc.stdin.fileno(), b"w")
+        except (BlockingIOError, BrokenPipeError):
+            pass  # a full pipe holds wakes enough; a broken one is restarted on the next wake
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close its pipe: it delivers what is due and exits."""
+        if self.proc is None:
+            return
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.error("escalation outbox process did not stop within %.0fs; killed (the store keeps "
+                      "what it had not delivered)", timeout)
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def _wakes(worker: OutboxWorker) -> None:
+    """The engine's wakes, one byte each, until it closes the pipe (or dies)."""
+    while os.read(0, 4096):
+        worker.wake.set()
+    worker.stop()
+
+
+def main(argv: list[str]) -> int:
+    from engine.store import open_store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when the outbox stops
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    job = msgspec.json.decode(argv[0], type=OutboxJob)
+    worker = OutboxWorker(lambda: open_store(job.store, role="background"), make_sink(job.escalation),
+                          job.escalation.max_attempts, now_ns=lambda: time.time_ns() + job.clock_offset_ns,
+                          checkpoint=job.checkpoint)
+    threading.Thread(target=_wakes, args=(worker,), name="wojak-outbox-wakes", daemon=True).start()
+    worker.run()  # here, on the main thread: returns once stopped and drained
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -30,7 +30,7 @@ from engine.broker.sandbox import SandboxBroker
 from engine.config import Config
 from engine.core import Engine, Turn
 from engine.instruments import load as load_instruments
-from engine.outbox import OutboxWorker, make_sink
+from engine.outbox import OutboxJob, OutboxProcess
 from engine.store import open_store
 from engine.store.writer import StoreWriter, WriterError
 
@@ -87,9 +87,9 @@ class Server:
         self.ctx = zmq.Context.instance()
         self.sock: zmq.Socket | None = None
         self.auth = None
-        self.outbox = OutboxWorker(lambda: open_store(cfg.store, role="background"), make_sink(cfg.escalation),
-                                   cfg.escalation.max_attempts, now_ns=self.engine.clock.now_ns,
-                                   checkpoint=cfg.store.writer == "inline")  # else the writer's job
+        self.outbox = OutboxProcess(OutboxJob(cfg.store, cfg.escalation,
+                                              self.engine.clock.now_ns() - time.time_ns(),
+                                              checkpoint=cfg.store.writer == "inline"))  # else the writer's job
         self.batches = 0
         self.requests = 0
 
@@ -178,7 +178,7 @@ class Server:
             self.sock.send_multipart(env + [answer])
 
     def _serve_inline(self) -> None:
-        # SQLite: the outbox thread's checkpoints copy the WAL into the database off the hot path, but
+        # SQLite: the outbox process's checkpoints copy the WAL into the database off the hot path, but
         # under sustained writes they never catch up to the end, so the WAL never restarts and grows
         # without bound (and reads slow down with it). A checkpoint from the writer itself, between
         # batches and after the answers are out, finds little left to copy and lets the WAL restart.
@@ -227,7 +227,7 @@ class Server:
                 engine.confirm(writer.poll_materialized())
                 if self._escalated:  # the outbox reads what the tables hold
                     self._escalated = False
-                    self.outbox.wake.set()
+                    self.outbox.wake()
             if not events:
                 if waiting:
                     writer.check_alive()
@@ -266,7 +266,7 @@ class Server:
         if self.engine.stats["ESCALATED"] != escalated_before:
             self._escalated = True
             if self.writer is None:
-                self.outbox.wake.set()
+                self.outbox.wake()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
@@ -276,8 +276,6 @@ class Server:
             self.writer.close()
             self.writer = None
         self.outbox.stop()
-        if self.outbox.is_alive():
-            self.outbox.join(timeout=10)
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -292,9 +290,10 @@ class Server:
 
 def run(cfg: Config) -> int:
     """`wojak engine`: serve until SIGTERM/SIGINT, finishing the batch in hand."""
-    # The engine's loop shares the GIL with the outbox thread: by default a
-    # thread that wants the GIL back waits up to 5 ms for the holder to yield it - a latency spike
-    # every time the outbox delivers a round while the loop is busy. 0.5 ms bounds that wait.
+    # The engine's loop shares the GIL with any other thread of the process (the CURVE
+    # authenticator, when configured): by default a thread that wants the GIL waits up to 5 ms for
+    # the holder to yield it. 0.5 ms bounds that wait. (Escalations are delivered by a process of
+    # their own, outbox.py, for the same reason.)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = Server(cfg)
     signal.signal(signal.SIGTERM, server.stop)

@@ -76,7 +76,7 @@ class StoreWriter:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.store.writer", f"ipc://{self._dir}", msgspec.json.encode(store).decode(),
              str(os.getpid())],
-            pass_fds=pass_fds, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            pass_fds=pass_fds, preexec_fn=die_with_parent if sys.platform == "linux" else None)
         self.submitted = 0
         self.confirmed = 0  # durable: may be answered
         self.materialized = 0  # in the tables: may be read from the store
@@ -144,7 +144,7 @@ def _confirmation(frame: bytes) -> int:
     raise WriterError(f"store writer failed: {frame[1:].decode(errors='replace')}"[:2000])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: SIGKILL when the engine dies, however it dies."""
     import ctypes
 

@@ -8,9 +8,15 @@ import socket
 import threading
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from engine.config import EscalationSection, StoreSection
+from engine.models import Escalation
+from engine.outbox import OutboxJob, OutboxProcess
+from engine.store import open_store
+from engine.store.base import CommitBatch
 from engine_testkit import codes, market, one, wait_until
 
 
@@ -95,3 +101,61 @@ def test_escalation_when_engine_clock_ahead_of_wall_clock_then_still_delivered(s
     eng.stop()
     assert delivered, ("escalation stuck in the outbox: its due time is on the engine clock, "
                        "the worker reads the wall clock")
+
+
+def _outbox_pids(engine_pid: int) -> list[int]:
+    """The engine's outbox process(es), from /proc (the delivery runs in a process of its own)."""
+    out = []
+    for task in Path(f"/proc/{engine_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"engine.outbox" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                    out.append(int(child))
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited
+
+
+def test_outbox_process_when_engine_stops_or_dies_then_it_goes_too(start_engine):
+    eng = start_engine("outbox-proc")
+    [first] = _outbox_pids(eng.proc.pid)
+    eng.stop()
+    assert wait_until(lambda: not _alive(first), timeout=5), "the outbox process outlived a clean stop"
+    eng.start()
+    [second] = _outbox_pids(eng.proc.pid)
+    eng.kill()
+    assert wait_until(lambda: not _alive(second), timeout=5), "the outbox process outlived a SIGKILLed engine"
+
+
+def test_outbox_process_when_it_dies_then_the_next_wake_restarts_it_and_nothing_is_lost(tmp_path):
+    store_cfg = StoreSection(path=str(tmp_path / "w.db"))
+    sink = tmp_path / "esc.jsonl"
+    box = OutboxProcess(OutboxJob(store_cfg, EscalationSection(path=str(sink)), checkpoint=True))
+    box.RESTART_AFTER_S = 0.0
+    store = open_store(store_cfg)
+    try:
+        box.start()
+        store.commit(CommitBatch(escalations=[Escalation("E-1", "o-1", "acct", ["MAX_NOTIONAL: x"], {}, 1)]))
+        box.wake()
+        assert wait_until(lambda: sink.exists() and "E-1" in sink.read_text(), timeout=10)
+        dead = box.proc
+        dead.kill()
+        dead.wait()
+        store.commit(CommitBatch(escalations=[Escalation("E-2", "o-2", "acct", ["MAX_NOTIONAL: y"], {}, 2)]))
+        box.wake()  # finds it dead: starts another, which drains what is due at start
+        assert box.proc is not dead and box.proc.poll() is None
+        assert wait_until(lambda: "E-2" in sink.read_text(), timeout=10)
+        assert store.counts()["outbox_pending"] == 0
+    finally:
+        box.stop()
+        store.close()
+    assert box.proc is None
+    assert [json.loads(line)["escalation_id"] for line in sink.read_text().splitlines()] == ["E-1", "E-2"]
