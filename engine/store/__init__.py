@@ -6,7 +6,7 @@ from engine.store.base import Store
 
 
 def open_store(cfg: StoreSection, role: str = "reader") -> Store:
-    """role: who opens it - "engine" (its hot path), "background" (the engine's outbox thread),
+    """role: who opens it - "engine" (its hot path), "background" (the engine's outbox process),
     "writer" (the store writer process) or "reader" (anyone else); see SqliteStore."""
     if cfg.kind == "sqlite":
         from engine.store.sqlite import SqliteStore
