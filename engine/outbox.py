@@ -6,8 +6,10 @@ exponential backoff. The receiver de-duplicates by `escalation_id`.
 
 Why a process (`OutboxProcess`, running `python -m engine.outbox`) and not a thread of the engine:
 a thread shares the engine's GIL, and every delivery round (decoding rows, encoding JSON, an HTTP
-call) took it from the hot loop - measured, the benchmark ran 2-20% faster without it (median
-~4%, 7 of 7 alternating pairs). A slow or hanging risk endpoint cannot touch the engine either.
+call, a TLS handshake) takes it from the hot loop; a slow or hanging risk endpoint should not be
+able to touch the engine at all. Measured: with the outbox idle the benchmark ran faster in 7 of
+7 alternating pairs (median +4%); the process against the thread, +2% over 10 pairs - within this
+VM's noise, so the isolation is the reason.
 The engine wakes the process through a pipe when escalations reach the tables; the process dies
 with the engine (and on the pipe's end), and one that dies alone is restarted at the next wake
 (what it had not delivered waits in the store).
