@@ -93,7 +93,8 @@ class Engine:
         self.seq = 0  # last batch handed out to commit
         self.inflight: dict[str, Known] = {}  # decided, commit not confirmed yet
         self._inflight_by_seq: deque[tuple[int, list[str]]] = deque()  # (seq, ids decided in it)
-        self._resolved: list[str] = []  # ids decided and confirmed since the last commit_intents
+        self._not_durable: deque[tuple[int, list[str]]] = deque()  # the same, until durable
+        self._resolved: list[str] = []  # ids decided durably since the last commit_intents
         self.checkpoints: dict[str, str] = {}  # source checkpoints set by this process, newest value
 
     # -- start-up -----------------------------------------------------------------------------
@@ -172,18 +173,28 @@ class Engine:
         seen = work.seen  # each decision recorded in this batch is there, as its Known
         self.inflight.update({coid: seen[coid] for coid in decided})
         self._inflight_by_seq.append((self.seq, decided))
+        self._not_durable.append((self.seq, decided))
         return Turn(self.seq, work.commit, answers)
 
-    def confirm(self, seq: int) -> None:
-        """Batches up to `seq` are committed: their decisions are the store's to answer from now."""
-        q = self._inflight_by_seq
+    def durable(self, seq: int) -> None:
+        """Batches up to `seq` are durable (answerable): their orders' intents are resolved with the
+        next `commit_intents`. Not later, when the tables have them: with the tables behind (a
+        fold, a slow disk) the intent log would carry every intent since in each segment's full
+        record. A crash in between loses nothing: the store applies its journal at open, before
+        the engine asks which intents are still pending."""
+        q = self._not_durable
         while q and q[0][0] <= seq:
-            _, decided = q.popleft()
-            for coid in decided:
-                self.inflight.pop(coid, None)
             # Only a committed decision resolves an intent: an order left PENDING by a broker
             # failure has none, and its intent stays for reconciliation.
-            self._resolved.extend(decided)
+            self._resolved.extend(q.popleft()[1])
+
+    def confirm(self, seq: int) -> None:
+        """Batches up to `seq` are in the tables: their decisions are the store's to answer from now."""
+        self.durable(seq)
+        q = self._inflight_by_seq
+        while q and q[0][0] <= seq:
+            for coid in q.popleft()[1]:
+                self.inflight.pop(coid, None)
 
     def _decode(self, frame: bytes, work: _Work) -> protocol.Request | _BadRequest:
         try:

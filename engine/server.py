@@ -211,6 +211,7 @@ class Server:
         def answer_confirmed() -> None:
             """Send every answer whose batch the writer has confirmed durable (in order)."""
             done = writer.poll_confirmed()
+            engine.durable(done)
             while waiting and waiting[0][0] <= done:
                 _, envelopes, answers = waiting.popleft()
                 self._send(envelopes, answers)

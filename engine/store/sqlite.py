@@ -9,8 +9,10 @@ are stored as msgpack next to the columns that are queried, so reading one back 
 Intents are not in SQLite: they go to an intent log of their own (`<name>-intents/`, see
 intent_log.py), which the engine writes before each broker call while the store writer process
 commits decisions here - so neither waits on the other, and an intent costs one fdatasync and no
-page writes. An intent is resolved once its decision is in `orders` (or reconciliation dropped it):
-reads leave resolved intents out, and the engine forgets them with its next `commit_intents`.
+page writes. An intent is resolved once its decision is committed (or reconciliation dropped it):
+reads leave out intents whose decisions are in `orders`, and the engine forgets them with its next
+`commit_intents` once their decisions are in the batch journal (they reach `orders` at the latest
+when the store is next opened).
 """
 from __future__ import annotations
 

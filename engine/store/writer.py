@@ -228,19 +228,27 @@ class _Materializer(threading.Thread):
                 # applied so far is synced by it, so the journal may reuse its segments.
                 if since_checkpoint >= CHECKPOINT_BATCHES:
                     since_checkpoint = 0
-                    self.store.checkpoint("PASSIVE")
-                    self.durable = applied
+                    self._sync_tables(applied)
             # Stopping: everything folded and synced.
             if self.store.unfolded:
                 self.store.fold_positions()
-            self.store.checkpoint("PASSIVE")
-            self.durable = applied
+            self._sync_tables(applied)
         except Exception as e:  # noqa: BLE001 - the engine must hear of it and stop
             log.exception("materializing failed")
             self.failed = f"{type(e).__name__}: {e}"
             push.send(_failed(self.failed))
         finally:
             push.close()
+
+    def _sync_tables(self, applied: int) -> None:
+        """Checkpoint; when it copied the whole WAL into the database (and so synced both), what
+        was applied up to `applied` is durable in the tables and the journal may reuse those
+        segments. A reader's open snapshot can stop a PASSIVE checkpoint short - and one that
+        copies nothing syncs nothing - so a partial one leaves the mark where it was: the journal
+        keeps those batches (adding segments if it must) until a later checkpoint completes."""
+        _, wal_frames, copied = self.store.checkpoint("PASSIVE")
+        if wal_frames == copied:
+            self.durable = applied
 
 
 def serve(endpoint: str, store_cfg: StoreSection, parent: int) -> int:
@@ -277,13 +285,13 @@ def _serve_journaled(sock: zmq.Socket, store, mat_endpoint: str, parent: int) ->
     mat = _Materializer(store, mat_endpoint)
     mat.start()
 
-    def commit(jobs: list[bytes]) -> None:
+    def commit(jobs: list[bytes], engine_seq: int) -> None:
         if mat.failed:
             raise WriterError(mat.failed)
         journal.prune(mat.durable)
         last = journal.append(jobs)
         first = last - len(jobs) + 1  # numbered in order
-        mat.todo.put((list(zip(range(first, last + 1), jobs)), _dec_seq.decode(jobs[-1])[0]))
+        mat.todo.put((list(zip(range(first, last + 1), jobs)), engine_seq))
 
     def finish() -> int:
         mat.todo.put(None)
@@ -301,9 +309,9 @@ def _serve_direct(sock: zmq.Socket, store, mat_endpoint: str, parent: int) -> in
     push.setsockopt(zmq.LINGER, 5000)
     push.connect(mat_endpoint)
 
-    def commit(jobs: list[bytes]) -> None:
+    def commit(jobs: list[bytes], engine_seq: int) -> None:
         store.commit(merge_frames(jobs))
-        push.send(_done(_dec_seq.decode(jobs[-1])[0]))  # committed is applied: no journal here
+        push.send(_done(engine_seq))  # committed is applied: no journal here
 
     try:
         return _serve_loop(sock, parent, commit, lambda: 0)
@@ -320,13 +328,14 @@ def _serve_loop(sock: zmq.Socket, parent: int, commit, finish) -> int:
             return 0
         jobs = [f for f in frames if f != STOP]
         if jobs:
+            last = _dec_seq.decode(jobs[-1])[0]  # the engine's seq of the last batch
             try:
-                commit(jobs)  # durable when it returns
+                commit(jobs, last)  # durable when it returns
             except Exception as e:  # noqa: BLE001 - the engine must hear of it and stop
                 log.exception("commit failed")
                 sock.send(_failed(f"{type(e).__name__}: {e}"))
                 return 1
-            sock.send(_done(_dec_seq.decode(jobs[-1])[0]))
+            sock.send(_done(last))
         if frames[-1] == STOP:
             return finish()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 
 import msgspec
@@ -16,7 +17,7 @@ from engine.server import lock_store
 from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
 from engine.store.batch_journal import JournalWriter
-from engine.store.writer import StoreWriter, WriterError
+from engine.store.writer import StoreWriter, WriterError, _Materializer
 from tests.engine.test_store_contract import NOW, decided, escalation
 
 _enc = msgspec.msgpack.Encoder()
@@ -160,3 +161,27 @@ def test_store_lock_when_a_second_engine_opens_the_store_then_it_is_refused(tmp_
     finally:
         os.close(fd)
     os.close(lock_store(cfg, wait_s=0.2))  # free again once the first is gone
+
+
+def test_materializer_when_a_reader_stops_the_checkpoint_short_then_the_journal_keeps_its_batches(tmp_path):
+    """The journal may reuse a segment only once the tables have synced its batches; a PASSIVE
+    checkpoint that a reader's snapshot stops short (and that may sync nothing) must not say so."""
+    path = tmp_path / "w.db"
+    store = SqliteStore(path, role="writer")
+    journal = JournalWriter(path, after=0)
+    mat = _Materializer(store, "inproc://unused")  # its checkpoint step alone, not its thread
+    applied = store.materialize(held=[(journal.append([_enc.encode((0, batch(0)))]), _enc.encode((0, batch(0))))])
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM orders").fetchone()  # a snapshot at batch 0, held open
+    frame = _enc.encode((1, batch(1)))
+    applied = store.materialize(held=[(journal.append([frame]), frame)])
+    assert applied == 2
+    mat._sync_tables(applied)
+    assert mat.durable == 0, "the checkpoint stopped short of batch 1, yet the journal was told it may reuse it"
+    reader.rollback()
+    mat._sync_tables(applied)
+    assert mat.durable == 2
+    reader.close()
+    store.close()
+    journal.close()
