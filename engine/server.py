@@ -90,6 +90,7 @@ class Server:
         self.outbox = OutboxProcess(OutboxJob(cfg.store, cfg.escalation,
                                               self.engine.clock.now_ns() - time.time_ns(),
                                               checkpoint=cfg.store.writer == "inline"))  # else the writer's job
+        self._outbox_checked = 0.0
         self.batches = 0
         self.requests = 0
 
@@ -187,6 +188,7 @@ class Server:
         poller.register(self.sock, zmq.POLLIN)
         while not self.stopping.is_set():
             if not poller.poll(1000):
+                self._tend_outbox(time.monotonic())
                 self._gc_idle()
                 continue
             envelopes, payloads = self._take()
@@ -230,6 +232,7 @@ class Server:
                     self._escalated = False
                     self.outbox.wake()
             if not events:
+                self._tend_outbox(time.monotonic())
                 if waiting:
                     writer.check_alive()
                 elif time.monotonic() - self._last_request > 1.0:
@@ -259,10 +262,17 @@ class Server:
                 waiting.append((wait_for, envelopes, turn.answers))
             self._count(len(payloads), escalated_before)
 
+    def _tend_outbox(self, now: float) -> None:
+        """Once a second, busy or idle: an outbox process that died is started again."""
+        if now - self._outbox_checked >= 1.0:
+            self._outbox_checked = now
+            self.outbox.ensure_running()
+
     def _count(self, requests: int, escalated_before: int) -> None:
         self.batches += 1
         self.requests += requests
         self._last_request = time.monotonic()
+        self._tend_outbox(self._last_request)
         self._gc_turn()
         if self.engine.stats["ESCALATED"] != escalated_before:
             self._escalated = True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import socket
 import threading
 from contextlib import closing
@@ -133,6 +135,22 @@ def test_outbox_process_when_engine_stops_or_dies_then_it_goes_too(start_engine)
     [second] = _outbox_pids(eng.proc.pid)
     eng.kill()
     assert wait_until(lambda: not _alive(second), timeout=5), "the outbox process outlived a SIGKILLed engine"
+
+
+def test_outbox_process_when_killed_under_an_idle_engine_then_started_again_and_delivers(start_engine):
+    """No escalation needs to come along to wake it: the engine looks after it once a second."""
+    eng = start_engine("outbox-restart")
+    [first] = _outbox_pids(eng.proc.pid)
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: [p for p in _outbox_pids(eng.proc.pid) if p != first and _alive(p)], timeout=10), \
+        "the engine did not start its outbox again"
+    with eng.client() as c:
+        d = one(c, market("o-restart-1", "NORF", account="outbox"))
+    assert d["status"] == "ESCALATED"
+    sink = eng.dir / "data" / "escalations.jsonl"
+    delivered = wait_until(lambda: sink.exists() and "E-o-restart-1" in sink.read_text(), timeout=10)
+    eng.stop()
+    assert delivered
 
 
 def test_outbox_process_when_it_dies_then_the_next_wake_restarts_it_and_nothing_is_lost(tmp_path):
