@@ -88,13 +88,17 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _children(pid: int, module: bytes) -> list[int]:
-    """The engine's child processes running `python -m <module>` (its store writer, its outbox)."""
+def child_pids(pid: int, module: bytes) -> list[int]:
+    """A process's children running `python -m <module>` (the engine's store writer, its outbox);
+    a child that exits meanwhile is left out."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for c in (task / "children").read_text().split():
-            if module in Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0"):
-                out.append(int(c))
+            try:
+                if module in Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0"):
+                    out.append(int(c))
+            except FileNotFoundError:
+                pass
     return out
 
 
@@ -177,8 +181,8 @@ def main(orders: int = 200_000, window: int = 100, batch: int = 10, tick_every: 
         # Warm-up: reference prices for every contract, so market orders and bands have a tick.
         with engine.client() as c:
             c.call("tick", [{"symbol": s, "ltp": p} for s, p in _instruments()])
-        procs = {"engine": [engine.proc.pid], "writer": _children(engine.proc.pid, b"engine.store.writer"),
-                 "outbox": _children(engine.proc.pid, b"engine.outbox"), "generator": [os.getpid()]}
+        procs = {"engine": [engine.proc.pid], "writer": child_pids(engine.proc.pid, b"engine.store.writer"),
+                 "outbox": child_pids(engine.proc.pid, b"engine.outbox"), "generator": [os.getpid()]}
         cpu_before = {k: sum(map(_cpu_s, pids)) for k, pids in procs.items()}
         latencies, statuses, elapsed = drive(engine.endpoint, frames, window)
         cpu = {k: sum(map(_cpu_s, pids)) - cpu_before[k] for k, pids in procs.items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.engine_bench import child_pids
 from engine.config import EscalationSection, StoreSection
 from engine.models import Escalation
 from engine.outbox import OutboxJob, OutboxProcess
@@ -89,33 +90,30 @@ def test_escalation_when_http_sink_down_at_first_then_delivered_on_retry(start_e
     assert {p[2]["escalation_id"] for p in posts} == {"E-o-http-1"}
 
 
+def _escalated_and_delivered(eng, coid: str, timeout: float) -> bool:
+    """Send a market order with no reference price (ESCALATED); has it reached the log sink in time?"""
+    with eng.client() as c:
+        d = one(c, market(coid, "NORF", account="outbox"))
+    assert d["status"] == "ESCALATED"
+    sink = eng.dir / "data" / "escalations.jsonl"
+    return wait_until(lambda: sink.exists() and f"E-{coid}" in sink.read_text(), timeout=timeout)
+
+
 def test_escalation_when_engine_clock_ahead_of_wall_clock_then_still_delivered(start_engine):
     """The outbox must deliver at once whatever the engine clock says: a drill or replay run with
     simulated_start in the future must not hold its escalations until the wall clock gets there."""
     ahead = dt.datetime.now(dt.timezone(dt.timedelta(hours=5, minutes=30))).replace(microsecond=0) \
         + dt.timedelta(days=30)
     eng = start_engine("outbox-ahead", engine={"simulated_start": ahead.replace(hour=11).isoformat()})
-    with eng.client() as c:
-        d = one(c, market("o-ahead-1", "NORF", account="outbox"))
-    assert d["status"] == "ESCALATED"
-    sink = eng.dir / "data" / "escalations.jsonl"
-    delivered = wait_until(lambda: sink.exists() and "E-o-ahead-1" in sink.read_text(), timeout=5)
+    delivered = _escalated_and_delivered(eng, "o-ahead-1", timeout=5)
     eng.stop()
     assert delivered, ("escalation stuck in the outbox: its due time is on the engine clock, "
                        "the worker reads the wall clock")
 
 
 def _outbox_pids(engine_pid: int) -> list[int]:
-    """The engine's outbox process(es), from /proc (the delivery runs in a process of its own)."""
-    out = []
-    for task in Path(f"/proc/{engine_pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                if b"engine.outbox" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
-                    out.append(int(child))
-            except FileNotFoundError:
-                pass
-    return out
+    """The engine's outbox process(es) (the delivery runs in a process of its own)."""
+    return child_pids(engine_pid, b"engine.outbox")
 
 
 def _alive(pid: int) -> bool:
@@ -144,11 +142,7 @@ def test_outbox_process_when_killed_under_an_idle_engine_then_started_again_and_
     os.kill(first, signal.SIGKILL)
     assert wait_until(lambda: [p for p in _outbox_pids(eng.proc.pid) if p != first and _alive(p)], timeout=10), \
         "the engine did not start its outbox again"
-    with eng.client() as c:
-        d = one(c, market("o-restart-1", "NORF", account="outbox"))
-    assert d["status"] == "ESCALATED"
-    sink = eng.dir / "data" / "escalations.jsonl"
-    delivered = wait_until(lambda: sink.exists() and "E-o-restart-1" in sink.read_text(), timeout=10)
+    delivered = _escalated_and_delivered(eng, "o-restart-1", timeout=10)
     eng.stop()
     assert delivered
 
