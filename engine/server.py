@@ -132,24 +132,25 @@ class Server:
             self.close()
 
     # -- garbage collection ------------------------------------------------------------------
-    # The hot path allocates no reference cycles (structs, dicts and lists, freed by refcount), but
-    # what it keeps (positions, accounts, rate windows) counts towards the collector's thresholds,
-    # and a collection then walks all of it: measured, 6-28 ms pauses in the middle of a batch.
-    # So: what exists is frozen out of the collector's sight at start and every FREEZE_EVERY
-    # batches (freezing is O(1), and refcounting still frees frozen objects), and a full
-    # collection runs only when the engine has been idle for a second.
-    FREEZE_EVERY = 500
+    # The hot path creates no reference cycles (tests/engine/test_engine_gc.py holds it to that):
+    # what it allocates is freed by reference counting. But what it keeps (positions, accounts,
+    # rate windows, decisions in flight) counts towards the collector's thresholds, and a collection
+    # then walks all of it: measured, 8-10 ms pauses in the middle of a batch, a few per benchmark
+    # run even when only what the last 500 batches kept was in sight. So every batch ends by
+    # freezing what exists: out of the collector's sight (refcounting still frees it) and the young
+    # count back to zero - O(1), ~1 us - and no automatic collection runs under load. A full
+    # collection (everything unfrozen) runs when the engine has been idle for a second: it finds
+    # what a cycle the tests missed would leave.
 
     def _gc_start(self) -> None:
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 50, 1000)
+        gc.set_threshold(50_000, 50, 1000)  # far above what one batch keeps: none within a batch
         self._collected_idle = True
 
     def _gc_turn(self) -> None:
         self._collected_idle = False
-        if self.batches % self.FREEZE_EVERY == 0:
-            gc.freeze()
+        gc.freeze()
 
     def _gc_idle(self) -> None:
         """Called when a poll timed out: collect once per idle stretch, everything included."""
