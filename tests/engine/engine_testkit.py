@@ -20,6 +20,9 @@ SIM_START = "2026-11-24T14:30:00+05:30"  # after the 14:00 expiry-day cutoff, be
 SIM_SATURDAY = "2026-11-28T11:00:00+05:30"
 
 DECIDED = frozenset({"FILLED", "FAILED", "REJECTED", "ESCALATED"})
+# [risk] for tests about something else: no limit an order of theirs could reach.
+NO_LIMITS = {"max_orders_per_second": 1_000_000, "max_order_lots": 1000, "max_notional": 1e12,
+             "max_position_lots": 1_000_000, "max_gross_exposure": 1e15, "daily_loss_limit": 1e12}
 
 # symbol -> (instrument_type, expiry in days from the trading day, strike, lot_size, tick_size, freeze_qty).
 # One symbol per scenario where last prices matter: ticks are global, accounts are not.

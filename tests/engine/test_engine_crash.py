@@ -20,10 +20,7 @@ from engine.broker.sandbox import SandboxBroker
 from engine.models import Order
 from engine.store.base import Intent
 from engine.store.sqlite import SqliteStore
-from engine_testkit import DECIDED, codes, one, order, positions, send_ticks, submit, tick, wait_until
-
-NO_LIMITS = {"max_orders_per_second": 1_000_000, "max_order_lots": 1000, "max_notional": 1e12,
-             "max_position_lots": 1_000_000, "max_gross_exposure": 1e15, "daily_loss_limit": 1e12}
+from engine_testkit import DECIDED, NO_LIMITS, codes, one, order, positions, send_ticks, submit, tick, wait_until
 
 
 class Streamer(threading.Thread):

@@ -10,10 +10,7 @@ import gc
 
 from engine import protocol
 from engine.broker.base import BrokerError
-from engine_testkit import order, tick
-
-NO_LIMITS = {"max_orders_per_second": 1_000_000, "max_order_lots": 1000, "max_notional": 1e12,
-             "max_position_lots": 1_000_000, "max_gross_exposure": 1e15, "daily_loss_limit": 1e12}
+from engine_testkit import NO_LIMITS, order, tick
 
 
 class _Unreachable:
@@ -40,7 +37,7 @@ def _every_kind_of_batch(n: int) -> list[list[bytes]]:
     return [
         [req("tick", 1, [tick("BANDF", 1000.0), tick("NOPE", 1.0), {"symbol": 7}])],
         [req("submit_order", 2, fresh)],
-        [req("submit_order", 3, [fresh[0], dict(fresh[1], quantity=2),  # duplicate; same id, other content
+        [req("submit_order", 3, [fresh[0], dict(fresh[1], quantity=2),  # a duplicate; an id reused
                                  order(f"gc-{n}-lot", symbol="FUTA", quantity=7),  # REJECTED: lot
                                  order(f"gc-{n}-sym", symbol="NOPE"),  # REJECTED: unknown symbol
                                  order(f"gc-{n}-band", symbol="BANDF", quantity=50, price=2000.0),  # ESCALATED
@@ -75,7 +72,7 @@ def test_engine_when_every_kind_of_batch_runs_then_no_reference_cycles_are_left(
         for n in range(3):
             run(_every_kind_of_batch(n))
         # The broker unreachable: the batch's intents stay pending, its orders are answered
-        # PENDING; once it is back, reconciliation settles them.
+        # PENDING; once it is back, reconciliation settles or drops them (the broker never had them).
         real = engine.broker
         engine.broker = _Unreachable(real)
         run(_every_kind_of_batch(3)[:2])
