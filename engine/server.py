@@ -37,6 +37,9 @@ from engine.store.writer import StoreWriter, WriterError
 log = logging.getLogger("wojak.engine")
 
 SWITCH_INTERVAL_S = 0.0005  # see run()
+# A plain int: send_multipart combines pyzmq's flag enums for every part, 2.5 us an answer against
+# 1.1 us for two sends like this (measured in process).
+_SNDMORE = int(zmq.SNDMORE)
 
 
 def build(cfg: Config) -> Engine:
@@ -176,8 +179,11 @@ class Server:
         return envelopes, payloads
 
     def _send(self, envelopes: list[list[bytes]], answers: list[bytes]) -> None:
+        send = self.sock.send
         for env, answer in zip(envelopes, answers):
-            self.sock.send_multipart(env + [answer])
+            for part in env:
+                send(part, _SNDMORE)
+            send(answer)
 
     def _serve_inline(self) -> None:
         # SQLite: the outbox process's checkpoints copy the WAL into the database off the hot path, but
