@@ -57,6 +57,11 @@ CREATE TABLE IF NOT EXISTS day_pnl (
   account TEXT NOT NULL, day TEXT NOT NULL, realised REAL NOT NULL, PRIMARY KEY (account, day)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ticks (symbol TEXT NOT NULL, ltp REAL NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ticks_symbol ON ticks(symbol, ts);
+-- Ticks not yet folded into `ticks`, appended: the same reason as position_log. Each tick put in
+-- `ticks` directly touches a random leaf of its (symbol, ts) index, a page written per tick per
+-- commit (measured: ~13 KB written per tick, 8% of what the tables wrote in the benchmark). A fold
+-- inserts them sorted by (symbol, ts), each leaf once.
+CREATE TABLE IF NOT EXISTS tick_log (symbol TEXT NOT NULL, ltp REAL NOT NULL, ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS last_prices (symbol TEXT PRIMARY KEY, ltp REAL NOT NULL, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
   escalation_id TEXT PRIMARY KEY, client_order_id TEXT NOT NULL, payload BLOB NOT NULL,
@@ -75,7 +80,7 @@ _enc = msgspec.msgpack.Encoder()
 _dec_decision = msgspec.msgpack.Decoder(Decision)
 _dec_escalation = msgspec.msgpack.Decoder(Escalation)
 
-FOLD_ROWS = 20_000  # position changes logged between folds into the positions table
+FOLD_ROWS = 20_000  # position changes (or ticks) logged between folds into their indexed tables
 _CHUNK = 500  # stays far below SQLite's bound-parameter limit
 
 
@@ -111,6 +116,7 @@ class SqliteStore:
         self.db.executescript(_SCHEMA)
         self.journal = JournalReader(p)
         self.unfolded = self.db.execute("SELECT COUNT(*) FROM position_log").fetchone()[0]
+        self.unfolded_ticks = self.db.execute("SELECT COUNT(*) FROM tick_log").fetchone()[0]
         self._apply_legacy_journal()
         if role in ("reader", "engine"):
             self.materialize()
@@ -204,8 +210,7 @@ class SqliteStore:
             return
         with self._tx() as db:
             self._apply(db, b)
-        if self.unfolded >= FOLD_ROWS:  # committing in line (no writer process): fold here
-            self.fold_positions()
+        self.fold_logs()  # committing in line (no writer process): fold here
         if b.dropped_intents and self.log is not None:  # (the writer process: the engine forgets them)
             self.log.resolve(b.dropped_intents, durably=True)
 
@@ -230,7 +235,8 @@ class SqliteStore:
                            " realised=excluded.realised", b.day_pnl)
         if b.ticks:
             rows = [(t.symbol, t.ltp, t.ts) for t in b.ticks]
-            db.executemany("INSERT INTO ticks VALUES (?,?,?)", rows)
+            db.executemany("INSERT INTO tick_log VALUES (?,?,?)", rows)
+            self.unfolded_ticks += len(rows)
             db.executemany("INSERT INTO last_prices VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET"
                            " ltp=excluded.ltp, ts=excluded.ts WHERE excluded.ts >= last_prices.ts", rows)
         if b.escalations:
@@ -278,6 +284,21 @@ class SqliteStore:
                 "SELECT account, symbol, net_qty, avg_price, realised_pnl FROM position_log" + where
                 + " ORDER BY rowid", args))
         return [PositionRow(*out[k]) for k in sorted(out)]
+
+    def fold_logs(self, everything: bool = False) -> None:
+        """Fold each log that has reached FOLD_ROWS rows (every row of both: `everything`)."""
+        if self.unfolded >= FOLD_ROWS or (everything and self.unfolded):
+            self.fold_positions()
+        if self.unfolded_ticks >= FOLD_ROWS or (everything and self.unfolded_ticks):
+            self.fold_ticks()
+
+    def fold_ticks(self) -> int:
+        """Move the logged ticks into `ticks`, sorted by its index's key, in one transaction; how many."""
+        with self._tx() as db:
+            db.execute("INSERT INTO ticks SELECT symbol, ltp, ts FROM tick_log ORDER BY symbol, ts, rowid")
+            n = db.execute("DELETE FROM tick_log").rowcount
+        self.unfolded_ticks = 0
+        return n
 
     def fold_positions(self) -> int:
         """Copy the logged position changes into `positions` (each page once, however many of its
@@ -327,8 +348,11 @@ class SqliteStore:
 
     def ticks(self, symbol: str, limit: int = 100) -> list[Tick]:
         self._fresh()
-        rows = self.db.execute("SELECT symbol, ltp, ts FROM ticks WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
-                               (symbol, limit))
+        with self._read():  # the folded ticks and the log since, in one snapshot (as positions())
+            folded = self.db.execute("SELECT symbol, ltp, ts FROM ticks WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
+                                     (symbol, limit)).fetchall()
+            logged = self.db.execute("SELECT symbol, ltp, ts FROM tick_log WHERE symbol = ?", (symbol,)).fetchall()
+        rows = sorted(folded + logged, key=lambda r: r[2], reverse=True)[:limit]  # stable: ties keep their order
         return [Tick(symbol=s, ltp=p, ts=t) for s, p, t in rows]
 
     def anomalies(self) -> list[tuple[str, str, str, int]]:
@@ -341,7 +365,8 @@ class SqliteStore:
         out["pending"] = len(self.pending_intents()) if self.log is not None else 0
         out.update(dict(self.db.execute("SELECT 'orders', COUNT(*) FROM orders UNION ALL "
                                         "SELECT 'trades', COUNT(*) FROM trades UNION ALL "
-                                        "SELECT 'ticks', COUNT(*) FROM ticks UNION ALL "
+                                        "SELECT 'ticks', (SELECT COUNT(*) FROM ticks) + (SELECT COUNT(*) FROM tick_log)"
+                                        " UNION ALL "
                                         "SELECT 'outbox_pending', COUNT(*) FROM outbox WHERE delivered_ns IS NULL")))
         return out
 

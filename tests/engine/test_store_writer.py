@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from engine.config import Config, StoreSection
-from engine.models import Trade
+from engine.models import Tick, Trade
 from engine.server import lock_store
 from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
@@ -28,6 +28,7 @@ def batch(n: int, account: str = "jw") -> CommitBatch:
     return CommitBatch(decisions=[decided(coid, account)],
                        trades=[Trade(f"T-{coid}", coid, account, "FUTA", "BUY", 50, 100.0, NOW + n)],
                        positions=[PositionRow(account, "FUTA", 50 * (n + 1), 100.0, 0.0)],
+                       ticks=[Tick("FUTA", 100.0 + n, NOW + n)],
                        checkpoints={"shard-0": str(n)})
 
 
@@ -110,8 +111,9 @@ def test_writer_process_when_batches_submitted_then_done_then_materialized_in_or
     assert w.proc.returncode == 0
     reader = SqliteStore(tmp_path / "w.db")
     assert reader.counts()["trades"] == 5 and reader.get_checkpoint("shard-0") == "5"
-    # a clean stop folds the logged position changes into the positions table
+    # a clean stop folds the logged position changes and ticks into their tables
     assert reader.unfolded == 0 and reader.db.execute("SELECT net_qty FROM positions").fetchall() == [(300,)]
+    assert reader.unfolded_ticks == 0 and reader.db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 5
     reader.close()
 
 

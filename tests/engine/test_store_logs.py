@@ -1,10 +1,12 @@
-"""The SQLite store's position log: changes are appended and folded into the positions table in
-bulk; whatever the interleaving of commits, folds, reopenings and readers, `positions()` is the
-latest state of every (account, symbol) - over real SQLite files."""
+"""The SQLite store's logs: position changes and ticks are appended and folded into their indexed
+tables in bulk; whatever the interleaving of commits, folds, reopenings and readers, `positions()`
+is the latest state of every (account, symbol) and `ticks()` every tick, newest first - over real
+SQLite files."""
 from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
+from engine.models import Tick
 from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
 
@@ -70,4 +72,57 @@ def test_commit_in_line_when_log_reaches_the_fold_size_then_folded(tmp_path, mon
     assert store.unfolded == 0
     assert store.db.execute("SELECT COUNT(*) FROM positions").fetchone()[0] == 3
     assert [p.net_qty for p in store.positions()] == [50, 50, -50]
+    store.close()
+
+
+_ticks = st.lists(st.tuples(st.sampled_from(SYMBOLS), st.integers(1, 10_000)), min_size=1, max_size=6)
+_tick_step = st.one_of(_ticks.map(lambda ts: ("commit", ts)), st.just(("fold", None)), st.just(("reopen", None)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(_tick_step, max_size=25), limit=st.integers(1, 30))
+def test_ticks_when_logged_and_folded_in_any_order_then_every_tick_newest_first(tmp_path_factory, steps, limit):
+    path = tmp_path_factory.mktemp("tlog") / "t.db"
+    store = SqliteStore(path, role="writer")
+    model: list[Tick] = []
+    n = 0
+    try:
+        for kind, rows in steps:
+            if kind == "commit":
+                ticks = []
+                for sym, price in rows:
+                    n += 1  # distinct timestamps, arriving in any order across commits
+                    ticks.append(Tick(sym, float(price), (n * 7919) % 100_003))
+                store.commit(CommitBatch(ticks=ticks))
+                model.extend(ticks)
+            elif kind == "fold":
+                logged = store.unfolded_ticks
+                assert store.fold_ticks() == logged
+                assert store.db.execute("SELECT COUNT(*) FROM tick_log").fetchone()[0] == 0
+            else:
+                store.close()
+                store = SqliteStore(path, role="writer")
+            for sym in SYMBOLS:
+                want = sorted((t for t in model if t.symbol == sym), key=lambda t: t.ts, reverse=True)
+                assert store.ticks(sym, limit) == want[:limit]
+            assert store.counts()["ticks"] == len(model)
+        reader = SqliteStore(path)
+        assert reader.unfolded_ticks == store.unfolded_ticks  # counted from the file, not remembered
+        reader.close()
+    finally:
+        store.close()
+
+
+def test_commit_in_line_when_tick_log_reaches_the_fold_size_then_folded_into_the_indexed_table(tmp_path, monkeypatch):
+    import engine.store.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "FOLD_ROWS", 3)
+    store = SqliteStore(tmp_path / "t.db", role="writer")
+    store.commit(CommitBatch(ticks=[Tick(SYMBOLS[0], 10.0, 2), Tick(SYMBOLS[1], 20.0, 1)]))
+    assert store.unfolded_ticks == 2 and store.db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 0
+    store.commit(CommitBatch(ticks=[Tick(SYMBOLS[0], 11.0, 3)]))
+    assert store.unfolded_ticks == 0
+    assert store.db.execute("SELECT symbol, ts FROM ticks ORDER BY rowid").fetchall() == [
+        (SYMBOLS[1], 1), (SYMBOLS[0], 2), (SYMBOLS[0], 3)]  # inserted in the index's order
+    assert [t.ltp for t in store.ticks(SYMBOLS[0])] == [11.0, 10.0]
     store.close()
