@@ -1,12 +1,14 @@
-"""The SQLite store's logs: position changes and ticks are appended and folded into their indexed
-tables in bulk; whatever the interleaving of commits, folds, reopenings and readers, `positions()`
-is the latest state of every (account, symbol) and `ticks()` every tick, newest first - over real
-SQLite files."""
+"""The SQLite store's logs: position changes, trades and ticks are appended and folded into their
+indexed tables in bulk; whatever the interleaving of commits, folds, reopenings and readers,
+`positions()` is the latest state of every (account, symbol), `trades()` every trade (a trade id
+once) and `ticks()` every tick, newest first - over real SQLite files."""
 from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from engine.models import Tick
+import pytest
+
+from engine.models import Tick, Trade
 from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
 
@@ -31,8 +33,8 @@ def test_positions_when_changes_logged_and_folded_in_any_order_then_latest_state
                 store.commit(CommitBatch(positions=rows))
                 model.update(((r.account, r.symbol), r) for r in rows)
             elif kind == "fold":
-                logged = store.unfolded
-                assert store.fold_positions() == logged
+                logged = store.logged["position_log"]
+                assert store.fold("position_log") == logged
                 assert store.db.execute("SELECT COUNT(*) FROM position_log").fetchone()[0] == 0
             else:
                 store.close()
@@ -42,7 +44,7 @@ def test_positions_when_changes_logged_and_folded_in_any_order_then_latest_state
                 assert store.positions(a) == [model[k] for k in sorted(model) if k[0] == a]
         reader = SqliteStore(path)
         assert reader.positions() == [model[k] for k in sorted(model)]
-        assert reader.unfolded == store.unfolded  # counted from the file, not remembered
+        assert reader.logged["position_log"] == store.logged["position_log"]  # counted from the file, not remembered
         reader.close()
     finally:
         store.close()
@@ -52,8 +54,8 @@ def test_fold_when_a_key_changed_many_times_then_one_row_with_the_last_change(tm
     store = SqliteStore(tmp_path / "p.db", role="writer")
     for n in range(1, 6):
         store.commit(CommitBatch(positions=[PositionRow("a1", "NIFTY26DECFUT", 50 * n, 100.0 + n, float(n))]))
-    assert store.unfolded == 5
-    assert store.fold_positions() == 5
+    assert store.logged["position_log"] == 5
+    assert store.fold("position_log") == 5
     assert store.db.execute("SELECT * FROM positions").fetchall() == [("a1", "NIFTY26DECFUT", 250, 105.0, 5.0)]
     store.commit(CommitBatch(positions=[PositionRow("a1", "NIFTY26DECFUT", 0, 0.0, 9.0)]))
     assert store.positions("a1") == [PositionRow("a1", "NIFTY26DECFUT", 0, 0.0, 9.0)]  # the log overrides
@@ -67,9 +69,9 @@ def test_commit_in_line_when_log_reaches_the_fold_size_then_folded(tmp_path, mon
     monkeypatch.setattr(sqlite_store, "FOLD_ROWS", 3)
     store = SqliteStore(tmp_path / "p.db", role="writer")
     store.commit(CommitBatch(positions=[PositionRow("a1", s, 50, 1.0, 0.0) for s in SYMBOLS[:2]]))
-    assert store.unfolded == 2
+    assert store.logged["position_log"] == 2
     store.commit(CommitBatch(positions=[PositionRow("b", SYMBOLS[2], -50, 2.0, 0.0)]))
-    assert store.unfolded == 0
+    assert store.logged["position_log"] == 0
     assert store.db.execute("SELECT COUNT(*) FROM positions").fetchone()[0] == 3
     assert [p.net_qty for p in store.positions()] == [50, 50, -50]
     store.close()
@@ -96,8 +98,8 @@ def test_ticks_when_logged_and_folded_in_any_order_then_every_tick_newest_first(
                 store.commit(CommitBatch(ticks=ticks))
                 model.extend(ticks)
             elif kind == "fold":
-                logged = store.unfolded_ticks
-                assert store.fold_ticks() == logged
+                logged = store.logged["tick_log"]
+                assert store.fold("tick_log") == logged
                 assert store.db.execute("SELECT COUNT(*) FROM tick_log").fetchone()[0] == 0
             else:
                 store.close()
@@ -107,7 +109,7 @@ def test_ticks_when_logged_and_folded_in_any_order_then_every_tick_newest_first(
                 assert store.ticks(sym, limit) == want[:limit]
             assert store.counts()["ticks"] == len(model)
         reader = SqliteStore(path)
-        assert reader.unfolded_ticks == store.unfolded_ticks  # counted from the file, not remembered
+        assert reader.logged["tick_log"] == store.logged["tick_log"]  # counted from the file, not remembered
         reader.close()
     finally:
         store.close()
@@ -119,10 +121,53 @@ def test_commit_in_line_when_tick_log_reaches_the_fold_size_then_folded_into_the
     monkeypatch.setattr(sqlite_store, "FOLD_ROWS", 3)
     store = SqliteStore(tmp_path / "t.db", role="writer")
     store.commit(CommitBatch(ticks=[Tick(SYMBOLS[0], 10.0, 2), Tick(SYMBOLS[1], 20.0, 1)]))
-    assert store.unfolded_ticks == 2 and store.db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 0
+    assert store.logged["tick_log"] == 2 and store.db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 0
     store.commit(CommitBatch(ticks=[Tick(SYMBOLS[0], 11.0, 3)]))
-    assert store.unfolded_ticks == 0
+    assert store.logged["tick_log"] == 0
     assert store.db.execute("SELECT symbol, ts FROM ticks ORDER BY rowid").fetchall() == [
         (SYMBOLS[1], 1), (SYMBOLS[0], 2), (SYMBOLS[0], 3)]  # inserted in the index's order
     assert [t.ltp for t in store.ticks(SYMBOLS[0])] == [11.0, 10.0]
     store.close()
+
+
+_trade_step = st.one_of(st.lists(st.sampled_from(["o1", "o2", "o3"]), min_size=1, max_size=5).map(lambda o: ("commit", o)),
+                        st.integers(0, 30).map(lambda back: ("repeat", back)),
+                        st.just(("fold", None)), st.just(("reopen", None)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(_trade_step, max_size=25))
+def test_trades_when_logged_and_folded_in_any_order_then_listed_by_order_and_a_trade_id_lands_once(
+        tmp_path_factory, steps):
+    path = tmp_path_factory.mktemp("trlog") / "t.db"
+    store = SqliteStore(path, role="writer")
+    model: list[Trade] = []
+    n = 0
+    try:
+        for kind, arg in steps:
+            if kind == "commit":
+                trades = []
+                for coid in arg:
+                    n += 1
+                    trades.append(Trade(f"T{n:06d}", coid, "a1", SYMBOLS[0], "BUY", 50, 100.0 + n, (n * 7919) % 100_003))
+                store.commit(CommitBatch(trades=trades))
+                model.extend(trades)
+            elif kind == "repeat" and model:  # a trade id already recorded, folded or not: nothing lands
+                again = model[-1 - arg % len(model)]
+                n += 1
+                with pytest.raises(Exception, match="UNIQUE"):
+                    store.commit(CommitBatch(trades=[Trade(f"T{n:06d}", "o1", "a1", SYMBOLS[0], "BUY", 50, 1.0, 0),
+                                                     again]))
+            elif kind == "fold":
+                logged = store.logged["trade_log"]
+                assert store.fold("trade_log") == logged
+            elif kind == "reopen":
+                store.close()
+                store = SqliteStore(path, role="writer")
+            by_time = sorted(model, key=lambda t: (t.ts, t.trade_id))
+            assert store.trades() == by_time
+            for coid in ("o1", "o2", "o3"):
+                assert store.trades(coid) == [t for t in by_time if t.client_order_id == coid]
+            assert store.counts()["trades"] == len(model)
+    finally:
+        store.close()

@@ -111,9 +111,10 @@ def test_writer_process_when_batches_submitted_then_done_then_materialized_in_or
     assert w.proc.returncode == 0
     reader = SqliteStore(tmp_path / "w.db")
     assert reader.counts()["trades"] == 5 and reader.get_checkpoint("shard-0") == "5"
-    # a clean stop folds the logged position changes and ticks into their tables
-    assert reader.unfolded == 0 and reader.db.execute("SELECT net_qty FROM positions").fetchall() == [(300,)]
-    assert reader.unfolded_ticks == 0 and reader.db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 5
+    # a clean stop folds the logged position changes, trades and ticks into their tables
+    assert reader.logged == {"position_log": 0, "trade_log": 0, "tick_log": 0}
+    assert reader.db.execute("SELECT net_qty FROM positions").fetchall() == [(300,)]
+    assert [reader.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("trades", "ticks")] == [5, 5]
     reader.close()
 
 
