@@ -103,13 +103,13 @@ class Engine:
         from engine.reconcile import reconcile
 
         now = Moment.at(self.clock, self.cfg.risk)
-        self.book.roll_day(now.today.isoformat())
+        day = now.today.isoformat()
+        self.book.roll_day(day, self.store.day_pnl(day))
         for p in self.store.positions():
             self.book.load_position(p.account, p.symbol, PositionState(p.net_qty, p.avg_price, p.realised_pnl))
         for symbol, (ltp, ts) in self.store.last_prices().items():
             self.book.ltp[symbol] = ltp
             self.ltp_ts[symbol] = ts
-        self.book.day_realised = dict(self.store.day_pnl(self.book.day))
         settings = self.store.settings()
         self.book.halted = settings.get("halted") == "1"
         self.book.halt_reason = settings.get("halt_reason", "")
@@ -362,8 +362,7 @@ class Engine:
     def _roll_day(self, moment: Moment) -> None:
         day = moment.today.isoformat()
         if day != self.book.day:
-            self.book.roll_day(day)
-            self.book.day_realised = dict(self.store.day_pnl(day))
+            self.book.roll_day(day, self.store.day_pnl(day))
 
     # -- answers ------------------------------------------------------------------------------
     def _answer(self, req: protocol.Request | _BadRequest, answers: list[Any] | None) -> bytes:

@@ -64,5 +64,5 @@ def record_book_changes(book: Book, touched: set[tuple[str, str]], batch: Commit
     for account, symbol in touched:
         p = book.positions[(account, symbol)]
         batch.positions.append(PositionRow(account, symbol, p.net_qty, p.avg_price, p.realised_pnl))
-    for account in {a for a, _ in touched}:
-        batch.day_pnl.append((account, book.day, book.day_realised.get(account, 0.0)))
+    for account, realised in book.realised_to_record({a for a, _ in touched}):
+        batch.day_pnl.append((account, book.day, realised))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -87,6 +88,8 @@ class Book:
     ltp: dict[str, float] = field(default_factory=dict)
     day: str = ""  # trading day (exchange-local ISO date) that day_realised belongs to
     day_realised: dict[str, float] = field(default_factory=dict)
+    # day_realised as the store has it (loaded, or last put into a commit): only a change is written
+    day_recorded: dict[str, float] = field(default_factory=dict)
     halted: bool = False
     halt_reason: str = ""
     accounts: dict[str, AccountBook] = field(default_factory=dict)
@@ -94,10 +97,24 @@ class Book:
     now_ns: int = 0
     _pending_lines: list[tuple[AccountBook, str, Line]] = field(default_factory=list)
 
-    def roll_day(self, day: str) -> None:
-        if day != self.day:
+    def roll_day(self, day: str, realised: dict[str, float] | None = None) -> None:
+        """A trading day begins (or the engine starts in one): its realised P&L so far, as stored."""
+        if day != self.day or realised is not None:
             self.day = day
-            self.day_realised = {}
+            self.day_realised = dict(realised or {})
+            self.day_recorded = dict(self.day_realised)
+
+    def realised_to_record(self, accounts: Iterable[str]) -> list[tuple[str, float]]:
+        """(account, realised today) for the accounts whose realised P&L today changed since it was
+        last recorded, now counted as recorded: an opening fill realises nothing and writes nothing."""
+        out = []
+        realised, recorded = self.day_realised, self.day_recorded
+        for account in accounts:
+            value = realised.get(account, 0.0)
+            if recorded.get(account, 0.0) != value:
+                recorded[account] = value
+                out.append((account, value))
+        return out
 
     def load_position(self, account: str, symbol: str, state: PositionState) -> None:
         """Start-up: a position as the store has it."""

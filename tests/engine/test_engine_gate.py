@@ -203,6 +203,24 @@ def test_submit_order_when_past_daily_loss_limit_then_escalated_but_reducing_pas
     assert_escalated(gate_engine, opening_short, ["DAILY_LOSS_LIMIT"])
 
 
+def test_day_pnl_when_fills_open_then_close_then_only_realised_changes_are_recorded(gate_engine, gate):
+    def recorded() -> list[tuple[str, float]]:
+        with closing(gate_engine.store()) as s:
+            s.counts()  # applies what the tables lack
+            return s.db.execute("SELECT day, realised FROM day_pnl WHERE account = 'dpnl'").fetchall()
+
+    assert one(gate, order("dp-1", symbol="FUTA", quantity=100, price=100.0, account="dpnl"))["status"] == "FILLED"
+    assert wait_until(lambda: positions(gate, "dpnl").get("FUTA", {}).get("net_qty") == 100)
+    assert recorded() == []  # an opening fill realises nothing: no row to write
+    assert one(gate, order("dp-2", symbol="FUTA", side="SELL", quantity=50, price=110.0,
+                           account="dpnl"))["status"] == "FILLED"
+    assert wait_until(lambda: [r for _, r in recorded()] == [pytest.approx(500.0)]), recorded()
+    assert one(gate, order("dp-3", symbol="FUTA", quantity=50, price=100.0, account="dpnl"))["status"] == "FILLED"
+    assert one(gate, order("dp-4", symbol="FUTA", side="SELL", quantity=100, price=99.0,
+                           account="dpnl"))["status"] == "FILLED"
+    assert wait_until(lambda: [r for _, r in recorded()] == [pytest.approx(500.0 - 100.0)]), recorded()
+
+
 def test_submit_order_when_selling_option_on_expiry_day_after_cutoff_then_escalated(gate_engine, gate):
     d = one(gate, order("l-expiry-1", symbol="OPTX", side="SELL", quantity=50, price=10.0, account="expiry"))
     assert_escalated(gate_engine, d, ["EXPIRY_DAY_SHORT_OPTION"])
