@@ -226,10 +226,15 @@ class OutboxProcess:
         self.proc = None
 
 
-def _wakes(worker: OutboxWorker) -> None:
-    """The engine's wakes, one byte each, until it closes the pipe (or dies)."""
-    while os.read(0, 4096):
+def _wakes(worker: OutboxWorker, fd: int = 0) -> None:
+    """The engine's wakes, one byte each, until it closes the pipe (or dies). Under load the engine
+    sends hundreds a second, and a round runs at most once per `min_gap_s`: so after passing one on,
+    the bytes that arrive within half that gap wait in the pipe and are read as one wake - this
+    thread wakes a few times a second, not once per byte, and no round starts later for it."""
+    while os.read(fd, 4096):
         worker.wake.set()
+        if worker.stopping.wait(worker.min_gap_s / 2):
+            return
     worker.stop()
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -171,3 +172,45 @@ def test_outbox_process_when_it_dies_then_the_next_wake_restarts_it_and_nothing_
         store.close()
     assert box.proc is None
     assert [json.loads(line)["escalation_id"] for line in sink.read_text().splitlines()] == ["E-1", "E-2"]
+
+
+class _CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets: list[float] = []
+
+    def set(self) -> None:
+        self.sets.append(time.monotonic())
+        super().set()
+
+
+def test_outbox_wakes_when_engine_sends_hundreds_then_passed_on_a_few_times_and_never_late():
+    from engine.outbox import _wakes
+
+    class Worker:  # what _wakes uses of OutboxWorker
+        min_gap_s = 0.2
+        wake = _CountingEvent()
+        stopping = threading.Event()
+        stop = stopping.set
+
+    worker = Worker()
+    r, w = os.pipe()
+    reader = threading.Thread(target=_wakes, args=(worker, r), daemon=True)
+    reader.start()
+    try:
+        sent = time.monotonic()
+        os.write(w, b"w")  # after an idle stretch: passed on at once
+        assert wait_until(lambda: worker.wake.sets, timeout=2)
+        assert worker.wake.sets[0] - sent < 0.05
+        for _ in range(300):  # a busy engine: hundreds a second, for ~0.3 s
+            os.write(w, b"w")
+            time.sleep(0.001)
+        time.sleep(worker.min_gap_s)
+        sets = worker.wake.sets
+        assert 2 <= len(sets) <= 8, sets  # 301 bytes: one wake per half gap at most, not one per byte
+        assert all(b - a >= worker.min_gap_s / 2 - 0.01 for a, b in zip(sets, sets[1:])), sets
+    finally:
+        os.close(w)  # the engine closed its end: the reader stops the worker and ends
+        reader.join(timeout=2)
+        os.close(r)
+    assert not reader.is_alive() and worker.stopping.is_set()
