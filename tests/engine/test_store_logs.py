@@ -66,7 +66,7 @@ def test_commit_in_line_when_log_reaches_the_fold_size_then_folded(tmp_path, mon
     """With `writer = "inline"` no writer process folds: the committing store does, at the same size."""
     import engine.store.sqlite as sqlite_store
 
-    monkeypatch.setattr(sqlite_store, "FOLD_ROWS", 3)
+    monkeypatch.setitem(sqlite_store.FOLD_ROWS, "position_log", 3)
     store = SqliteStore(tmp_path / "p.db", role="writer")
     store.commit(CommitBatch(positions=[PositionRow("a1", s, 50, 1.0, 0.0) for s in SYMBOLS[:2]]))
     assert store.logged["position_log"] == 2
@@ -118,7 +118,7 @@ def test_ticks_when_logged_and_folded_in_any_order_then_every_tick_newest_first(
 def test_commit_in_line_when_tick_log_reaches_the_fold_size_then_folded_into_the_indexed_table(tmp_path, monkeypatch):
     import engine.store.sqlite as sqlite_store
 
-    monkeypatch.setattr(sqlite_store, "FOLD_ROWS", 3)
+    monkeypatch.setitem(sqlite_store.FOLD_ROWS, "tick_log", 3)
     store = SqliteStore(tmp_path / "t.db", role="writer")
     store.commit(CommitBatch(ticks=[Tick(SYMBOLS[0], 10.0, 2), Tick(SYMBOLS[1], 20.0, 1)]))
     assert store.logged["tick_log"] == 2 and store.db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 0
