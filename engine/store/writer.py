@@ -216,8 +216,8 @@ class _Materializer(threading.Thread):
                     since_checkpoint += 1
                 if last is not None:
                     push.send(_done(last))
-                # Position changes and ticks are logged; folded into their indexed tables in bulk,
-                # so a page of those is written once per fold instead of once per change (sqlite.py).
+                # Position changes, trades and ticks are logged and folded into their indexed tables
+                # in bulk, so an index page is written once per fold, not once per commit (sqlite.py).
                 self.store.fold_logs()
                 # Checkpoints small and steady: every CHECKPOINT_BATCHES batches (~1 MB of pages to
                 # flush). With one every ~50 rounds, each flushed ~20 MB and the engine's intent

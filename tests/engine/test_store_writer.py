@@ -18,7 +18,7 @@ from engine.store.base import CommitBatch, PositionRow
 from engine.store.sqlite import SqliteStore
 from engine.store.batch_journal import JournalWriter
 from engine.store.writer import StoreWriter, WriterError, _Materializer
-from tests.engine.test_store_contract import NOW, decided, escalation
+from tests.engine.test_store_contract import NOW, decided, escalation, intent
 
 _enc = msgspec.msgpack.Encoder()
 
@@ -96,6 +96,29 @@ def test_journal_when_writer_dies_before_applying_then_engine_start_applies_the_
     assert engine_side.get_decision("jw-1").status == "FILLED"
     assert engine_side.positions("jw")[0].net_qty == 100
     engine_side.close()
+
+
+def test_store_when_journal_and_intent_log_are_symlinks_to_another_disk_then_they_live_and_recover_there(tmp_path):
+    """README: on a machine with two devices the logs go on one of their own by symlinking their
+    directories; the store writes, syncs and reads through the links."""
+    tables, logs = tmp_path / "tables", tmp_path / "logs"
+    tables.mkdir()
+    for name in ("w-batches", "w-intents"):
+        (logs / name).mkdir(parents=True)
+        (tables / name).symlink_to(logs / name, target_is_directory=True)
+    path = tables / "w.db"
+    engine_side = SqliteStore(path, role="engine")
+    engine_side.commit_intents([intent("jw-9", "jw")])
+    journal = JournalWriter(path, after=0)
+    journal.append([_enc.encode((n, batch(n))) for n in range(2)])
+    journal.close()
+    engine_side.close()
+    assert list((logs / "w-batches").glob("*.log")) and list((logs / "w-intents").glob("*.log"))
+    assert (tables / "w-batches").is_symlink() and (tables / "w-intents").is_symlink()  # not replaced
+    reopened = SqliteStore(path, role="engine")  # recovers from the linked logs
+    assert reopened.get_decision("jw-1").status == "FILLED"
+    assert [i.client_order_id for i in reopened.pending_intents()] == ["jw-9"]
+    reopened.close()
 
 
 def test_writer_process_when_batches_submitted_then_done_then_materialized_in_order(tmp_path):
