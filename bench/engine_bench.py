@@ -90,10 +90,14 @@ def _rss_mb(pid: int) -> float:
 
 def child_pids(pid: int, module: bytes) -> list[int]:
     """A process's children running `python -m <module>` (the engine's store writer, its outbox);
-    a child that exits meanwhile is left out."""
+    a child (or a thread) that exits meanwhile is left out."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for c in (task / "children").read_text().split():
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended (one serving a metrics scrape, say)
+            continue
+        for c in children:
             try:
                 if module in Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0"):
                     out.append(int(c))

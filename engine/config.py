@@ -39,6 +39,9 @@ class EngineSection(_Section):
     # A directory of authorised client public keys (*.key from `wojak keys generate`);
     # "" = any client that knows the server's public key.
     curve_allowed_clients: str = ""
+    # Prometheus metrics over HTTP (engine/metrics.py): 0 = off. The address defaults to loopback.
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    metrics_addr: str = "127.0.0.1"
 
 
 class StoreSection(_Section):

@@ -179,6 +179,7 @@ class OutboxProcess:
         self.job = job
         self.proc: subprocess.Popen | None = None
         self._started_at = 0.0
+        self.restarts = 0  # exported as wojak_engine_outbox_restarts_total
 
     def start(self) -> None:
         from engine.store.writer import die_with_parent
@@ -200,6 +201,7 @@ class OutboxProcess:
             log.error("escalation outbox process exited with status %s; restarting it", code)
             self.proc.stdin.close()
             self.start()  # its first round delivers whatever is due
+            self.restarts += 1
         return False
 
     def wake(self) -> None:

@@ -30,6 +30,7 @@ from engine.broker.sandbox import SandboxBroker
 from engine.config import Config
 from engine.core import Engine, Turn
 from engine.instruments import load as load_instruments
+from engine.metrics import EngineMetrics
 from engine.outbox import OutboxJob, OutboxProcess
 from engine.store import open_store
 from engine.store.writer import StoreWriter, WriterError
@@ -96,6 +97,9 @@ class Server:
         self._outbox_checked = 0.0
         self.batches = 0
         self.requests = 0
+        # Decided batches whose answers wait for the writer's confirmation: (seq, envelopes, answers)
+        self.waiting: deque[tuple[int, list[list[bytes]], list[bytes]]] = deque()
+        self.metrics: EngineMetrics | None = None
 
     def bind(self) -> None:
         ec = self.cfg.engine
@@ -123,6 +127,10 @@ class Server:
             self.writer = StoreWriter(self.cfg.store, pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         self.bind()
         self.outbox.start()
+        if self.cfg.engine.metrics_port:
+            self.metrics = EngineMetrics(self)
+            port = self.metrics.serve(self.cfg.engine.metrics_port, self.cfg.engine.metrics_addr)
+            log.info("engine metrics on http://%s:%d/metrics", self.cfg.engine.metrics_addr, port)
         self._gc_start()
         log.info("engine serving on %s (store=%s, writer=%s, broker=%s, %d instruments)", self.cfg.engine.endpoint,
                  self.cfg.store.kind, self.cfg.store.writer, self.cfg.broker.kind, len(self.engine.instruments))
@@ -202,15 +210,18 @@ class Server:
             if not payloads:
                 continue
             escalated_before = self.engine.stats["ESCALATED"]
-            self._send(envelopes, self.engine.handle(payloads))  # returns only after the batch is committed
+            started = time.perf_counter()
+            answers = self.engine.handle(payloads)  # returns only after the batch is committed
+            if self.metrics is not None:
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self._send(envelopes, answers)
             self._count(len(payloads), escalated_before)
             if checkpoint is not None and self.batches % 200 == 0:
                 checkpoint("PASSIVE")
 
     def _serve_pipelined(self, writer: StoreWriter) -> None:
         """Decide batch N+1 while the writer commits batch N; answers leave in order, once durable."""
-        engine, sock = self.engine, self.sock
-        waiting: deque[tuple[int, list[list[bytes]], list[bytes]]] = deque()  # (seq to wait for, envelopes, answers)
+        engine, sock, waiting = self.engine, self.sock, self.waiting
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(writer.sock, zmq.POLLIN)
@@ -259,7 +270,10 @@ class Server:
             if not payloads:
                 continue
             escalated_before = engine.stats["ESCALATED"]
+            started = time.perf_counter()
             turn: Turn = engine.process(payloads, between_steps)
+            if self.metrics is not None:
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
             if turn.seq:
                 writer.submit(turn.seq, turn.commit)
             wait_for = turn.seq or writer.submitted
@@ -290,6 +304,9 @@ class Server:
         self.stopping.set()
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.client import EngineClient
 from engine.instruments import COLUMNS
@@ -108,3 +111,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The engine's Prometheus exporter, read over HTTP: (sample name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}

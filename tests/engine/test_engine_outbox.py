@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from contextlib import closing
@@ -21,7 +20,8 @@ from engine.models import Escalation
 from engine.outbox import OutboxJob, OutboxProcess
 from engine.store import open_store
 from engine.store.base import CommitBatch
-from engine_testkit import codes, market, one, wait_until
+from engine_testkit import codes, market, one, scrape_metrics, wait_until
+from tests.support.ports import free_port
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -41,15 +41,9 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def receiver_port():
-    return _free_port()
+    return free_port()
 
 
 def _serve(port: int, fail_first: int) -> ThreadingHTTPServer:
@@ -138,14 +132,18 @@ def test_outbox_process_when_engine_stops_or_dies_then_it_goes_too(start_engine)
 
 def test_outbox_process_when_killed_under_an_idle_engine_then_started_again_and_delivers(start_engine):
     """No escalation needs to come along to wake it: the engine looks after it once a second."""
-    eng = start_engine("outbox-restart")
+    port = free_port()
+    eng = start_engine("outbox-restart", engine={"metrics_port": port})
     [first] = _outbox_pids(eng.proc.pid)
+    assert scrape_metrics(port)[("wojak_engine_outbox_restarts_total", ())] == 0
     os.kill(first, signal.SIGKILL)
     assert wait_until(lambda: [p for p in _outbox_pids(eng.proc.pid) if p != first and _alive(p)], timeout=10), \
         "the engine did not start its outbox again"
     delivered = _escalated_and_delivered(eng, "o-restart-1", timeout=10)
+    restarts = scrape_metrics(port)[("wojak_engine_outbox_restarts_total", ())]
     eng.stop()
     assert delivered
+    assert restarts == 1  # an operator sees it, not only the log line
 
 
 def test_outbox_process_when_it_dies_then_the_next_wake_restarts_it_and_nothing_is_lost(tmp_path):
@@ -160,11 +158,13 @@ def test_outbox_process_when_it_dies_then_the_next_wake_restarts_it_and_nothing_
         box.wake()
         assert wait_until(lambda: sink.exists() and "E-1" in sink.read_text(), timeout=10)
         dead = box.proc
+        assert box.restarts == 0
         dead.kill()
         dead.wait()
         store.commit(CommitBatch(escalations=[Escalation("E-2", "o-2", "acct", ["MAX_NOTIONAL: y"], {}, 2)]))
         box.wake()  # finds it dead: starts another, which drains what is due at start
         assert box.proc is not dead and box.proc.poll() is None
+        assert box.restarts == 1
         assert wait_until(lambda: "E-2" in sink.read_text(), timeout=10)
         assert store.counts()["outbox_pending"] == 0
     finally:

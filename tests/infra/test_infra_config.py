@@ -142,3 +142,14 @@ def test_source_secrets_become_secret_env_of_their_sidecar():
     assert "WOJAK_KAFKA_SASL_PASSWORD" not in specs["sidecar-kafka"].env
     assert specs["sidecar-kafka"].env["WOJAK_KAFKA_BOOTSTRAP"] == "kafka-0.example.invalid:9092"
     assert "WOJAK_KAFKA_SASL_PASSWORD" not in specs["sidecar-http"].secret_env
+
+
+def test_engine_config_file_loads_and_its_metrics_port_is_the_containers():
+    from engine.config import loads
+    from infra.workload import containers, engine_toml
+
+    s = config.parse("multicloud", reader_for("multicloud"))
+    cfg = loads(engine_toml(s.app))  # the engine's own parser: an unknown key would fail here
+    engine = {c.name: c for c in containers(s.app, s.couchbase, "couchbase://x")}["engine"]
+    assert cfg.engine.metrics_port > 0
+    assert engine.ports == (cfg.engine.metrics_port,)
