@@ -93,6 +93,85 @@ def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool, sou
 
 
 @cli.group()
+def book() -> None:
+    """The order book, trade book, positions and ticks in the store (read-only)."""
+
+
+def _show(config_path: str | None, as_json: bool, rows) -> None:
+    """Open the configured store, print what `rows(store, tz)` reads from it, close it."""
+    import zoneinfo
+    from pathlib import Path
+
+    from engine.store import open_store
+    from wojak.book import render
+
+    if config_path is None and Path("wojak.toml").is_file():  # as `wojak local` does
+        config_path = "wojak.toml"
+    cfg = _config(config_path)
+    if cfg.store.kind == "sqlite" and not Path(cfg.store.path).is_file():
+        raise click.ClickException(f"no store at {cfg.store.path} (run from where the engine runs, or pass --config)")
+    store = open_store(cfg.store)
+    try:
+        for line in render(rows(store, zoneinfo.ZoneInfo(cfg.risk.timezone)), as_json):
+            click.echo(line)
+    finally:
+        store.close()
+
+
+_CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                       help="wojak.toml (./wojak.toml, else the defaults, if omitted)")
+_JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+
+
+@book.command("orders")
+@_CONFIG
+@_JSON
+@click.option("--account", default=None, help="Only this account's orders.")
+@click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1), help="The latest N.")
+def book_orders(config_path: str | None, as_json: bool, account: str | None, limit: int) -> None:
+    """Decided orders, the latest N, oldest first: status, fill, reason codes."""
+    from wojak.book import orders
+
+    _show(config_path, as_json, lambda store, tz: orders(store, tz, account, limit))
+
+
+@book.command("trades")
+@_CONFIG
+@_JSON
+@click.option("--order", "client_order_id", default=None, help="Only this order's trades (a sliced order's "
+              "slices included).")
+def book_trades(config_path: str | None, as_json: bool, client_order_id: str | None) -> None:
+    """Trades, oldest first."""
+    from wojak.book import trades
+
+    _show(config_path, as_json, lambda store, tz: trades(store, tz, client_order_id))
+
+
+@book.command("positions")
+@_CONFIG
+@_JSON
+@click.option("--account", default=None, help="Only this account's positions.")
+@click.option("--open", "open_only", is_flag=True, help="Leave out flat positions.")
+def book_positions(config_path: str | None, as_json: bool, account: str | None, open_only: bool) -> None:
+    """Positions: net quantity, average price, realised and unrealised P&L (at the last tick stored)."""
+    from wojak.book import positions
+
+    _show(config_path, as_json, lambda store, tz: positions(store, account, open_only))
+
+
+@book.command("ticks")
+@click.argument("symbol")
+@_CONFIG
+@_JSON
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="The latest N.")
+def book_ticks(symbol: str, config_path: str | None, as_json: bool, limit: int) -> None:
+    """A symbol's latest ticks, newest first."""
+    from wojak.book import ticks
+
+    _show(config_path, as_json, lambda store, tz: ticks(store, tz, symbol, limit))
+
+
+@cli.group()
 def keys() -> None:
     """CURVE keys for tcp:// links."""
 

@@ -218,7 +218,7 @@ def plan_effects(b: CommitBatch) -> dict[str, dict[str, dict]]:
             n = 0
             while doc_key(t.symbol, t.ts, n) in ticks:
                 n += 1
-            ticks[doc_key(t.symbol, t.ts, n)] = {"symbol": t.symbol, "ltp": t.ltp, "ts": t.ts}
+            ticks[doc_key(t.symbol, t.ts, n)] = {"symbol": t.symbol, "ltp": t.ltp, "ts": t.ts, "n": n}
         plan["ticks"] = ticks
     if b.settings:
         plan["settings"] = {doc_key(k): {"key": k, "value": v} for k, v in b.settings.items()}
@@ -528,23 +528,27 @@ class CouchbaseStore:
         with _errors("read decisions"):
             if account:
                 rows = self._query("SELECT RAW o.decision FROM `orders` AS o WHERE o.account = $1 AND "
-                                   "o.state = 'DECIDED' ORDER BY o.ts, o.client_order_id LIMIT $2", account, limit)
+                                   "o.state = 'DECIDED' ORDER BY o.ts DESC, o.client_order_id DESC LIMIT $2",
+                                   account, limit)
             else:
                 rows = self._query("SELECT RAW o.decision FROM `orders` AS o WHERE o.state = 'DECIDED' "
-                                   "ORDER BY o.ts, o.client_order_id LIMIT $1", limit)
-        return [decision_from_json(r) for r in rows]
+                                   "ORDER BY o.ts DESC, o.client_order_id DESC LIMIT $1", limit)
+        return [decision_from_json(r) for r in reversed(rows)]  # the latest, in time order
 
     def trades(self, client_order_id: str | None = None) -> list[Trade]:
         q = "SELECT RAW t FROM `trades` AS t "
         with _errors("read trades"):
-            rows = (self._query(q + "WHERE t.client_order_id = $1 ORDER BY t.ts, t.trade_id", client_order_id)
+            # the order's own trades and those of its slices (`<id>#<n>`: ids never hold '#')
+            rows = (self._query(q + "WHERE t.client_order_id = $1 OR (t.client_order_id >= $2 AND "
+                                "t.client_order_id < $3) ORDER BY t.ts, t.trade_id",
+                                client_order_id, client_order_id + "#", client_order_id + "$")
                     if client_order_id else self._query(q + "WHERE t.ts IS NOT MISSING ORDER BY t.ts, t.trade_id"))
         return [msgspec.convert(r, Trade) for r in rows]
 
     def ticks(self, symbol: str, limit: int = 100) -> list[Tick]:
         with _errors("read ticks"):
             rows = self._query("SELECT t.symbol, t.ltp, t.ts FROM `ticks` AS t WHERE t.symbol = $1 "
-                               "ORDER BY t.ts DESC LIMIT $2", symbol, limit)
+                               "ORDER BY t.ts DESC, t.n DESC LIMIT $2", symbol, limit)  # a tie: the later first
         return [Tick(symbol=r["symbol"], ltp=float(r["ltp"]), ts=int(r["ts"])) for r in rows]
 
     def anomalies(self) -> list[tuple[str, str, str, int]]:

@@ -347,20 +347,21 @@ class SqliteStore:
 
     def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]:
         self._fresh()
-        q = "SELECT decision FROM orders"
+        q = "SELECT decision, ts, client_order_id FROM orders"
         args: tuple = ()
         if account:
             q += " WHERE account = ?"
             args = (account,)
-        q += " ORDER BY ts, client_order_id LIMIT ?"
+        q = f"SELECT decision FROM ({q} ORDER BY ts DESC, client_order_id DESC LIMIT ?) ORDER BY ts, client_order_id"
         return [_dec_decision.decode(b) for (b,) in self.db.execute(q, args + (limit,))]
 
     def trades(self, client_order_id: str | None = None) -> list[Trade]:
         self._fresh()
         # The folded trades and the log since, in one statement (one snapshot).
-        if client_order_id:
-            rows = self.db.execute("SELECT * FROM trades WHERE client_order_id = ?1 UNION ALL"
-                                   " SELECT * FROM trade_log WHERE client_order_id = ?1 ORDER BY ts, trade_id",
+        if client_order_id:  # the order's own trades and those of its slices (`<id>#<n>`: ids never hold '#')
+            mine = "client_order_id = ?1 OR (client_order_id >= ?1 || '#' AND client_order_id < ?1 || '$')"
+            rows = self.db.execute(f"SELECT * FROM trades WHERE {mine} UNION ALL"
+                                   f" SELECT * FROM trade_log WHERE {mine} ORDER BY ts, trade_id",
                                    (client_order_id,))
         else:
             rows = self.db.execute("SELECT * FROM trades UNION ALL SELECT * FROM trade_log ORDER BY ts, trade_id")
@@ -369,11 +370,14 @@ class SqliteStore:
     def ticks(self, symbol: str, limit: int = 100) -> list[Tick]:
         self._fresh()
         with self._read():  # the folded ticks and the log since, in one snapshot (as positions())
-            folded = self.db.execute("SELECT symbol, ltp, ts FROM ticks WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
-                                     (symbol, limit)).fetchall()
-            logged = self.db.execute("SELECT symbol, ltp, ts FROM tick_log WHERE symbol = ?", (symbol,)).fetchall()
-        rows = sorted(folded + logged, key=lambda r: r[2], reverse=True)[:limit]  # stable: ties keep their order
-        return [Tick(symbol=s, ltp=p, ts=t) for s, p, t in rows]
+            # Ticks of equal ts, the later first (as the last price has it): folds keep their order in
+            # rowids, and all the log holds came after all the table holds.
+            folded = self.db.execute("SELECT symbol, ltp, ts, 0, rowid FROM ticks WHERE symbol = ?"
+                                     " ORDER BY ts DESC, rowid DESC LIMIT ?", (symbol, limit)).fetchall()
+            logged = self.db.execute("SELECT symbol, ltp, ts, 1, rowid FROM tick_log WHERE symbol = ?",
+                                     (symbol,)).fetchall()
+        rows = sorted(folded + logged, key=lambda r: r[2:], reverse=True)[:limit]
+        return [Tick(symbol=r[0], ltp=r[1], ts=r[2]) for r in rows]
 
     def anomalies(self) -> list[tuple[str, str, str, int]]:
         self._fresh()

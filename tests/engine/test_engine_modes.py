@@ -45,6 +45,10 @@ def test_submit_order_when_above_freeze_and_policy_slice_then_split_into_legal_c
         "s-1": None, "s-1#1": 1, "s-1#2": 1, "s-1#3": 1}
     with closing(slicing_engine.store()) as s:
         assert sorted(t.quantity for cid in ("s-1#1", "s-1#2", "s-1#3") for t in s.trades(cid)) == [300, 1000, 1000]
+        by_parent = s.trades("s-1")  # the order's trade book: its slices' fills
+        assert sorted((t.client_order_id, t.quantity) for t in by_parent) == [("s-1#1", 1000), ("s-1#2", 1000),
+                                                                             ("s-1#3", 300)]
+        assert {t.trade_id for t in by_parent} == {k["trade_id"] for k in kids}
 
 
 def test_submit_order_when_at_largest_legal_quantity_and_policy_slice_then_not_split(slicing_engine):

@@ -212,16 +212,25 @@ def test_commit_when_ticks_arrive_out_of_order_then_last_price_is_newest_by_ts(s
     assert store.ticks(f"{u}-OTHER") == []
 
 
+def test_ticks_when_several_share_a_timestamp_then_the_later_is_newer_as_for_the_last_price(store, u):
+    sym = f"{u}-TIE"
+    store.commit(CommitBatch(ticks=[Tick(sym, 100.0, NOW), Tick(sym, 101.0, NOW), Tick(sym, 102.0, NOW)]))
+    store.commit(CommitBatch(ticks=[Tick(sym, 99.0, NOW - 1)]))
+    assert store.last_prices()[sym] == (102.0, NOW)
+    assert [t.ltp for t in store.ticks(sym)] == [102.0, 101.0, 100.0, 99.0]
+    assert [t.ltp for t in store.ticks(sym, limit=1)] == [102.0]
+
+
 # ---------------------------------------------------------------------------------------------
 # queries
 
 
-def test_decisions_when_filtered_by_account_then_in_time_order_and_limited(store, u):
+def test_decisions_when_filtered_by_account_then_in_time_order_and_limited_to_the_latest(store, u):
     store.commit(CommitBatch(decisions=[decided(f"{u}-{i}", u, ts=NOW + 10 - i) for i in range(5)]
                  + [decided(f"{u}-x", u + "x")]))
     got = store.decisions(u)
     assert [d.client_order_id for d in got] == [f"{u}-{i}" for i in (4, 3, 2, 1, 0)]
-    assert len(store.decisions(u, limit=2)) == 2
+    assert [d.client_order_id for d in store.decisions(u, limit=2)] == [f"{u}-1", f"{u}-0"]  # the latest two
     assert [d.client_order_id for d in store.decisions(u + "x")] == [f"{u}-x"]
 
 
@@ -240,6 +249,18 @@ def test_trades_when_recorded_then_listed_by_order_and_all(store, u):
     assert store.trades(f"{u}-b") == trades[2:]
     assert mine(store.trades(), u, lambda t: t.account) == trades
     assert store.counts()["trades"] - before == 3
+
+
+def test_trades_when_order_was_sliced_then_its_id_finds_the_slices_trades_and_no_neighbours(store, u):
+    slices = [Trade(f"T{u}-s1", f"{u}-s#1", u, "FUTA", "BUY", 1000, 100.0, NOW),
+              Trade(f"T{u}-s2", f"{u}-s#2", u, "FUTA", "BUY", 300, 100.0, NOW + 1)]
+    neighbours = [Trade(f"T{u}-n1", f"{u}-s1", u, "FUTA", "BUY", 50, 100.0, NOW + 2),  # '1' sorts after '#'
+                  Trade(f"T{u}-n2", f"{u}-s", u, "FUTA", "BUY", 50, 100.0, NOW + 3),   # the id itself: its own
+                  Trade(f"T{u}-n3", f"{u}-r#1", u, "FUTA", "BUY", 50, 100.0, NOW + 4)]
+    store.commit(CommitBatch(trades=slices + neighbours))
+    assert store.trades(f"{u}-s") == slices + neighbours[1:2]
+    assert store.trades(f"{u}-s#2") == slices[1:]
+    assert store.trades(f"{u}-s1") == neighbours[:1]
 
 
 def test_anomalies_when_recorded_then_listed_in_order(store, u):

@@ -103,14 +103,15 @@ def test_ticks_when_logged_and_folded_in_any_order_then_every_tick_newest_first(
 
     def apply(store, _, rows):
         ticks = []
-        for sym, price in rows:  # distinct timestamps, arriving in any order across commits
-            ticks.append(Tick(sym, float(price), ((len(model) + len(ticks) + 1) * 7919) % 100_003))
+        for sym, price in rows:  # timestamps arriving in any order across commits, some equal
+            ticks.append(Tick(sym, float(price), ((len(model) + len(ticks) + 1) * 7919) % 13))
         store.commit(CommitBatch(ticks=ticks))
         model.extend(ticks)
 
     def check(store):
         for sym in SYMBOLS:
-            want = sorted((t for t in model if t.symbol == sym), key=lambda t: t.ts, reverse=True)
+            # newest first; of equal timestamps the later to arrive first (as the last price has it)
+            want = [t for _, t in sorted(((t.ts, n), t) for n, t in enumerate(model) if t.symbol == sym)][::-1]
             assert store.ticks(sym, limit) == want[:limit]
         assert store.counts()["ticks"] == len(model)
 
