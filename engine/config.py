@@ -82,6 +82,11 @@ class RiskSection(_Section):
     freeze_qty_policy: Literal["escalate", "slice"] = "escalate"
     # Gross exposure and MTM follow own fills exactly; revaluation at market prices is this fresh.
     mtm_refresh_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1000
+    # Exchange trading holidays (TOML dates, unquoted: [2026-12-25]), from the exchange's circular for the
+    # year: the market is closed on them (with enforce_market_hours), and the built-in sample master
+    # moves an expiry that falls on one to the trading day before, as NSE does. None are built in:
+    # a wrong calendar is worse than none.
+    holidays: list[dt.date] = []
 
 
 class InstrumentsSection(_Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +84,10 @@ def _parse_row(row: dict[str, str]) -> Instrument:
     )
 
 
-def load(path: str, today: dt.date) -> dict[str, Instrument]:
+def load(path: str, today: dt.date, holidays: Collection[dt.date] = ()) -> dict[str, Instrument]:
+    """The master at `path`, or "builtin": the sample master for `today` (expiries off `holidays`)."""
     if path == "builtin":
-        return load_csv(sample_csv(today), source="builtin")
+        return load_csv(sample_csv(today, holidays=holidays), source="builtin")
     p = Path(path)
     try:
         return load_csv(p.read_text(), source=str(p))
@@ -112,19 +114,27 @@ def last_tuesday(year: int, month: int) -> dt.date:
     return d - dt.timedelta(days=(d.weekday() - 1) % 7)
 
 
-def monthly_expiries(today: dt.date, count: int) -> list[dt.date]:
+def trading_day_on_or_before(day: dt.date, holidays: Collection[dt.date]) -> dt.date:
+    """An expiry that falls on a holiday (or a weekend) moves to the trading day before it."""
+    while day.weekday() >= 5 or day in holidays:
+        day -= dt.timedelta(days=1)
+    return day
+
+
+def monthly_expiries(today: dt.date, count: int, holidays: Collection[dt.date] = ()) -> list[dt.date]:
     out, y, m = [], today.year, today.month
     while len(out) < count:
-        e = last_tuesday(y, m)
+        e = trading_day_on_or_before(last_tuesday(y, m), holidays)
         if e >= today:
             out.append(e)
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
     return out
 
 
-def weekly_expiries(today: dt.date, count: int) -> list[dt.date]:
+def weekly_expiries(today: dt.date, count: int, holidays: Collection[dt.date] = ()) -> list[dt.date]:
     first = today + dt.timedelta(days=(1 - today.weekday()) % 7)  # next Tuesday, or today
-    return [first + dt.timedelta(weeks=i) for i in range(count)]
+    tuesdays = (first + dt.timedelta(weeks=i) for i in range(count + 1))
+    return [e for e in (trading_day_on_or_before(t, holidays) for t in tuesdays) if e >= today][:count]
 
 
 def symbol_for(underlying: str, expiry: dt.date, itype: str, strike: int | None, weekly: bool) -> str:
@@ -138,16 +148,17 @@ def symbol_for(underlying: str, expiry: dt.date, itype: str, strike: int | None,
     return f"{underlying}{yy}{MONTHS[expiry.month - 1]}{strike}{itype}"
 
 
-def sample_csv(today: dt.date, strikes_each_side: int = 4) -> str:
+def sample_csv(today: dt.date, strikes_each_side: int = 4, holidays: Collection[dt.date] = ()) -> str:
     """Futures (3 months) and options (nearest monthly; NIFTY also weeklies) for the five indices.
 
     Expiry is the last Tuesday of the month (Tuesday since 1 Sep 2025); NIFTY is the only weekly
-    index expiry. Exchange holidays, which move an expiry to the previous trading day, are not known
-    here: a production master comes from the exchange's contract file, loaded as CSV.
+    index expiry. An expiry on an exchange holiday moves to the trading day before; the holidays
+    come from the config (`[risk] holidays`), none are built in. A production master comes from the
+    exchange's contract file, loaded as CSV.
     """
     rows: list[list[str]] = []
-    months = monthly_expiries(today, 3)
-    weeklies = [w for w in weekly_expiries(today, 4) if w not in months]
+    months = monthly_expiries(today, 3, holidays)
+    weeklies = [w for w in weekly_expiries(today, 4, holidays) if w not in months]
     for und, (lot, freeze, level, step) in INDICES.items():
         for exp in months:
             rows.append([symbol_for(und, exp, "FUT", None, False), und, "FUT", exp.isoformat(), "",

@@ -51,7 +51,7 @@ def build(cfg: Config) -> Engine:
     store = open_store(cfg.store, role="engine")
     journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.log"))
     broker = SandboxBroker(journal, cfg.broker.fill_probability, cfg.broker.seed, cfg.broker.latency_ms)
-    instruments = load_instruments(cfg.instruments.path, clock.local().date())
+    instruments = load_instruments(cfg.instruments.path, clock.local().date(), cfg.risk.holidays)
     return Engine(cfg, store, broker, instruments, clock)
 
 

@@ -194,13 +194,16 @@ def instruments() -> None:
 
 @instruments.command("sample")
 @click.option("--date", "on", default=None, help="ISO date the master is generated for (default: today, IST).")
-def instruments_sample(on: str | None) -> None:
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="wojak.toml whose [risk] holidays move expiries (none if omitted)")
+def instruments_sample(on: str | None, config_path: str | None) -> None:
     """Print the built-in NSE index F&O sample master as CSV."""
     from engine.clock import Clock
     from engine.instruments import sample_csv
 
     day = dt.date.fromisoformat(on) if on else Clock().local().date()
-    click.echo(sample_csv(day), nl=False)
+    holidays = _config(config_path).risk.holidays if config_path else ()
+    click.echo(sample_csv(day, holidays=holidays), nl=False)
 
 
 @cli.command()

@@ -74,13 +74,14 @@ class Api:
         self.conn.close()
 
 
-def contracts(today=None) -> dict[str, str]:
-    """Front-month futures and the at-the-money NIFTY options of the built-in sample master."""
+def contracts(today=None, holidays=()) -> dict[str, str]:
+    """Front-month futures and the at-the-money NIFTY options of the built-in sample master (as the
+    engine generates it: with the same holidays)."""
     from engine.clock import Clock
     from engine.instruments import load
 
     day = today or Clock().local().date()
-    inst = load("builtin", day)
+    inst = load("builtin", day, holidays)
     out: dict[str, str] = {}
     for name in ("NIFTY", "BANKNIFTY"):
         futs = sorted((i for i in inst.values() if i.underlying == name and i.instrument_type == "FUT"),
@@ -153,7 +154,7 @@ def detail(row: Row) -> str:
     return ""
 
 
-def run(base: str, token: str = "", tls: bool = False, pace_s: float = 0.05) -> Counter:
+def run(base: str, token: str = "", tls: bool = False, pace_s: float = 0.05, holidays=()) -> Counter:
     """Play the session against a running HTTP sidecar and print the summary; returns status counts."""
     api = Api(base, token, tls)
     run_id = f"{int(time.time()):x}"  # the store keeps every past run: ids must not repeat
@@ -161,7 +162,7 @@ def run(base: str, token: str = "", tls: bool = False, pace_s: float = 0.05) -> 
     ticks = 0
     print("\nDemo: ticks and orders on the sample NSE instruments, through the HTTP API\n", flush=True)
     try:
-        steps = stream(run_id, contracts())
+        steps = stream(run_id, contracts(holidays=holidays))
         for kind, body in steps:
             if kind == "tick":
                 status, answer = api.call("POST", "/v1/ticks", body)

@@ -144,7 +144,7 @@ def run(cfg: Config, demo: bool = False) -> int:
         if demo:
             from wojak.demo import run as run_demo
 
-            run_demo(base, token, tls=tls)
+            run_demo(base, token, tls=tls, holidays=cfg.risk.holidays)
             print("\nThe demo is done; Wojak keeps running. Ctrl-C to stop.", flush=True)
         while not stop.wait(0.2):
             for c in children:

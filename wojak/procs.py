@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import os
 import signal
 import subprocess
@@ -32,6 +34,10 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, dt.date):  # a TOML local date
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

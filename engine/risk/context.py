@@ -14,6 +14,7 @@ class Moment:
     today: dt.date
     minute: int  # minutes since local midnight
     weekend: bool
+    holiday: bool  # an exchange holiday ([risk] holidays)
     market_open: bool
     close_minute: int
     past_expiry_cutoff: bool
@@ -27,14 +28,17 @@ class Moment:
         ns = clock.now_ns() if ns is None else ns
         local = clock.local(ns)
         minute = local.hour * 60 + local.minute
+        today = local.date()
         weekend = local.weekday() >= 5
+        holiday = today in risk.holidays
         close = minutes(risk.market_close)
         return cls(
             ns=ns,
-            today=local.date(),
+            today=today,
             minute=minute,
             weekend=weekend,
-            market_open=not weekend and minutes(risk.market_open) <= minute < close,
+            holiday=holiday,
+            market_open=not (weekend or holiday) and minutes(risk.market_open) <= minute < close,
             close_minute=close,
             past_expiry_cutoff=minute >= minutes(risk.expiry_day_cutoff),
         )

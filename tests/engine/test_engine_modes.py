@@ -2,6 +2,7 @@
 everything, and enforced market hours. Each runs a real engine process over ZeroMQ."""
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import closing
 
 import pytest
@@ -10,7 +11,7 @@ from engine.clock import Clock
 from engine.config import RiskSection
 from engine.risk.context import Moment
 from engine.risk.validate import check_market_hours
-from engine_testkit import SIM_SATURDAY, codes, one, order, positions, send_ticks, tick
+from engine_testkit import SIM_DAY, SIM_SATURDAY, codes, one, order, positions, send_ticks, tick
 
 BIG_LIMITS = {"max_order_lots": 100, "max_notional": 1e9, "max_position_lots": 1000, "max_gross_exposure": 1e12}
 
@@ -112,6 +113,27 @@ def test_submit_order_when_market_closed_on_weekend_then_rejected_market_closed(
         send_ticks(c, tick("LOTF", 100.0))  # market data is still taken in
     assert "c-1" not in eng.broker_calls()
     eng.stop()
+
+
+def test_submit_order_when_exchange_holiday_then_rejected_market_closed_in_session_hours(start_engine):
+    # SIM_START is a Tuesday at 14:30, inside the session: only the holiday closes the market.
+    eng = start_engine("holiday", risk={"enforce_market_hours": True, "holidays": [SIM_DAY]})
+    with eng.client() as c:
+        d = one(c, order("h-1", account="holiday"))
+        assert d["status"] == "REJECTED" and codes(d) == ["MARKET_CLOSED"], d
+        assert d["reasons"][0].endswith("holiday")
+    assert "h-1" not in eng.broker_calls()
+    eng.stop()
+
+
+@pytest.mark.parametrize("holidays, closed", [([], False), ([dt.date(2026, 11, 24)], True),
+                                              ([dt.date(2026, 11, 23), dt.date(2026, 11, 25)], False)])
+def test_check_market_hours_when_day_is_a_holiday_then_closed_all_day(holidays, closed):
+    risk = RiskSection(enforce_market_hours=True, holidays=holidays)
+    now = Moment.at(Clock(risk.timezone, "2026-11-24T10:00:00+05:30"), risk)
+    bad = check_market_hours(now, risk)
+    assert (bad == "MARKET_CLOSED: now=10:00 hours=09:15-15:30 holiday") == closed, bad
+    assert closed or bad is None
 
 
 @pytest.mark.parametrize("hhmm, closed", [("09:14", True), ("09:15", False), ("15:29", False), ("15:30", True),
