@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from infra.config import AppSettings, CouchbaseSettings, KubernetesSettings
 from infra.tags import ROLE_APP, gcp_labels
-from infra.workload import RUN_DIR, containers, engine_toml, secret_values
+from infra.workload import ENGINE_METRICS_PORT, RUN_DIR, containers, engine_toml, secret_values
 
 # how each managed flavour marks spot nodes; GKE also taints them
 SPOT_NODE_LABEL = {"eks": ("eks.amazonaws.com/capacityType", "SPOT"), "gke": ("cloud.google.com/gke-spot", "true")}
@@ -92,7 +92,10 @@ class K8sWorkload(pulumi.ComponentResource):
                 replicas=s.replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    # the engine's Prometheus exporter, found by the usual scrape annotations
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations={
+                        "prometheus.io/scrape": "true", "prometheus.io/port": str(ENGINE_METRICS_PORT),
+                        "prometheus.io/path": "/metrics"}),
                     spec=k8s.core.v1.PodSpecArgs(
                         containers=pod_containers,
                         # spot reclaim gives ~30 s (GKE) / 2 min (EKS): finish in-flight orders first

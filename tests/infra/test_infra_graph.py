@@ -246,6 +246,10 @@ def test_kubernetes_pod_shares_a_volume_and_lands_on_spot(simulations):
         assert env["WOJAK_ENGINE_ENDPOINT"]["value"] == "tcp://127.0.0.1:5555"  # curve transport
         secret_key = "WOJAK_CURVE_SERVER_SECRET" if c["name"] == "engine" else "WOJAK_CURVE_CLIENT_SECRET"
         assert "secretKeyRef" in env[secret_key]["valueFrom"], dep.urn
+    (engine,) = [c for c in pod["containers"] if c["name"] == "engine"]
+    notes = dep.inputs["spec"]["template"]["metadata"]["annotations"]
+    assert notes["prometheus.io/scrape"] == "true"
+    assert [{"containerPort": int(notes["prometheus.io/port"])}] == engine["ports"]  # where it serves them
     pdbs = simulations["gcp"].of_type("kubernetes:policy/v1:PodDisruptionBudget")
     assert pdbs and pdbs[0].inputs["spec"]["minAvailable"] == 1
 
