@@ -92,6 +92,58 @@ def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool, sou
     sys.exit(main(orders=orders, window=window, batch=batch, tick_every=tick_every, keep=keep))
 
 
+def _ask_engine(config_path: str | None, kind: str, args: dict | None = None, timeout_s: float = 5.0) -> dict:
+    """One request to the running engine (WOJAK_ENGINE_ENDPOINT, else [engine] endpoint): its data."""
+    from engine.client import EngineClient, EngineUnavailable
+    from sidecars.settings import engine_endpoint
+
+    endpoint = engine_endpoint(_config(config_path))
+    try:
+        with EngineClient(endpoint, timeout_s=timeout_s) as client:
+            resp = client.call(kind, args=args)
+    except EngineUnavailable as e:
+        raise click.ClickException(f"{e}: is the engine running there?") from None
+    if not resp.ok:
+        raise click.ClickException(f"the engine refused {kind}: {resp.error}")
+    return resp.data
+
+
+@cli.command()
+@click.option("--reason", default="manual (wojak halt)", show_default=True, help="Recorded with the kill switch.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+def halt(reason: str, config_path: str | None) -> None:
+    """Kill switch ON: orders that add risk are REJECTED (TRADING_HALTED); risk-reducing ones pass."""
+    state = _ask_engine(config_path, "halt", {"reason": reason})
+    click.echo(f"halted: {state['reason']}")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+def resume(config_path: str | None) -> None:
+    """Kill switch OFF."""
+    _ask_engine(config_path, "resume")
+    click.echo("trading resumed")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+@click.option("--json", "as_json", is_flag=True, help="The engine's health answer as JSON.")
+@click.option("--timeout", "timeout_s", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds to wait for the answer (exit 1 without one).")
+def status(config_path: str | None, as_json: bool, timeout_s: float) -> None:
+    """Ask the running engine: kill switch, instruments loaded, decisions so far."""
+    import json
+
+    health = _ask_engine(config_path, "health", timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps(health, sort_keys=True))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(health.get("decisions", {}).items())) or "none yet"
+    switch = f"ON ({health.get('halt_reason') or 'no reason given'})" if health["halted"] else "off"
+    click.echo(f"engine up; kill switch {switch}; "
+               f"{health['instruments']} instruments; decisions: {counts}")
+
+
 @cli.group()
 def book() -> None:
     """The order book, trade book, positions and ticks in the store (read-only)."""
