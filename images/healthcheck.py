@@ -1,7 +1,9 @@
 """Container health: the engine this container runs (or, for a sidecar, feeds) answers `health`.
 
 Finds the `wojak` process in the container, reads the config it was started with, and asks the
-engine endpoint from that config over ZeroMQ (with CURVE keys from the same env vars as wojak).
+engine at WOJAK_ENGINE_ENDPOINT (as a sidecar does), else at that config's endpoint, over ZeroMQ
+(with CURVE keys from the same env vars as wojak). Kubernetes runs it as the engine container's
+startup and liveness probe (infra/k8s.py).
 Exit 0 healthy, 1 not.
 """
 from __future__ import annotations
@@ -39,7 +41,9 @@ def main() -> int:
 
     try:
         cfg = load(config)
-        with EngineClient(cfg.engine.endpoint, timeout_s=3.0) as client:
+        # the endpoint the process itself uses: a sidecar's comes from its environment, as here
+        endpoint = os.environ.get("WOJAK_ENGINE_ENDPOINT") or cfg.engine.endpoint
+        with EngineClient(endpoint, timeout_s=3.0) as client:
             ok = client.call("health").ok
     except (ConfigError, EngineUnavailable, OSError) as e:
         print(f"unhealthy: {e}", file=sys.stderr)

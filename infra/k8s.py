@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from infra.config import AppSettings, CouchbaseSettings, KubernetesSettings
 from infra.tags import ROLE_APP, gcp_labels
-from infra.workload import ENGINE_METRICS_PORT, RUN_DIR, containers, engine_toml, secret_values
+from infra.workload import ENGINE_METRICS_PORT, HEALTHCHECK, RUN_DIR, containers, engine_toml, secret_values
 
 # how each managed flavour marks spot nodes; GKE also taints them
 SPOT_NODE_LABEL = {"eks": ("eks.amazonaws.com/capacityType", "SPOT"), "gke": ("cloud.google.com/gke-spot", "true")}
@@ -82,6 +82,12 @@ class K8sWorkload(pulumi.ComponentResource):
                     security_context=k8s.core.v1.SecurityContextArgs(
                         run_as_non_root=True, allow_privilege_escalation=False, read_only_root_filesystem=True
                     ),
+                    # The engine answers `health` over ZeroMQ (the image's HEALTHCHECK, which Kubernetes
+                    # ignores): up to 5 minutes to start (journal replay, reconciliation with the broker),
+                    # then restarted after 3 missed answers in a row. Sidecars get none: one is only as
+                    # healthy as the engine it feeds, and restarting it would not mend the engine.
+                    startup_probe=_health_probe(period_s=5, failures=60) if engine else None,
+                    liveness_probe=_health_probe(period_s=15, failures=3) if engine else None,
                 )
             )
         key, value = SPOT_NODE_LABEL[s.cloud]
@@ -150,3 +156,10 @@ class K8sWorkload(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({"deployment": self.deployment.metadata.name})
+
+
+def _health_probe(period_s: int, failures: int) -> k8s.core.v1.ProbeArgs:
+    return k8s.core.v1.ProbeArgs(
+        exec_=k8s.core.v1.ExecActionArgs(command=list(HEALTHCHECK)),
+        period_seconds=period_s, timeout_seconds=5, failure_threshold=failures,
+    )

@@ -19,6 +19,8 @@ RUN_DIR = "/run/wojak"  # shared between engine and sidecars for the ipc:// sock
 # The engine's Prometheus exporter (engine/metrics.py). On every interface of the pod or VM, for a
 # scraper inside the network: the security groups and firewalls open only the HTTP sidecar's port.
 ENGINE_METRICS_PORT = 9464
+# The image's health check (images/healthcheck.py): exit 0 when the engine answers `health`.
+HEALTHCHECK = ("/opt/wojak/bin/python", "/opt/wojak/healthcheck.py")
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,19 @@ def test_container_when_engine_healthy_then_image_healthcheck_passes(podman_env,
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_container_healthcheck_when_env_names_another_endpoint_then_asks_that_one(podman_env, engine_container):
+    """A sidecar's engine comes from WOJAK_ENGINE_ENDPOINT: the health check asks where the process does."""
+    name, shared = engine_container
+    assert _health(f"ipc://{shared}/e.sock")
+    check = ["/opt/wojak/bin/python", "/opt/wojak/healthcheck.py"]
+    here = _podman("exec", "-e", "WOJAK_ENGINE_ENDPOINT=ipc:///run/wojak/e.sock", name, *check, env=podman_env,
+                   check=False)
+    assert here.returncode == 0, here.stdout + here.stderr
+    gone = _podman("exec", "-e", "WOJAK_ENGINE_ENDPOINT=ipc:///run/wojak/nobody.sock", name, *check,
+                   env=podman_env, check=False)
+    assert gone.returncode == 1 and "unhealthy" in gone.stderr, gone.stdout + gone.stderr
+
+
 def test_image_when_inspected_then_no_pip_settings_or_sources_tree_left(host, engine_container):
     assert not host.file("/src").exists
     assert not host.file("/run/secrets/pipconf").exists

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import json
+from pathlib import Path
 
 from infra.network import is_private_range
 from infra.policy import rules
@@ -250,6 +251,12 @@ def test_kubernetes_pod_shares_a_volume_and_lands_on_spot(simulations):
     notes = dep.inputs["spec"]["template"]["metadata"]["annotations"]
     assert notes["prometheus.io/scrape"] == "true"
     assert [{"containerPort": int(notes["prometheus.io/port"])}] == engine["ports"]  # where it serves them
+    probe = engine["livenessProbe"]["exec"]["command"]
+    dockerfile = (Path(__file__).resolve().parents[2] / "images" / "Dockerfile").read_text()
+    assert f"CMD {json.dumps(probe)}" in dockerfile  # the image's own HEALTHCHECK
+    assert engine["startupProbe"]["exec"] == engine["livenessProbe"]["exec"]
+    assert engine["startupProbe"]["failureThreshold"] * engine["startupProbe"]["periodSeconds"] >= 300
+    assert all("livenessProbe" not in c for c in pod["containers"] if c["name"] != "engine")
     pdbs = simulations["gcp"].of_type("kubernetes:policy/v1:PodDisruptionBudget")
     assert pdbs and pdbs[0].inputs["spec"]["minAvailable"] == 1
 
