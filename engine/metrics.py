@@ -67,14 +67,17 @@ class EngineMetrics:
     def __init__(self, server: Server) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(EngineCollector(server))
-        self.batch_seconds = Histogram("wojak_engine_batch_seconds", "Time to decide one batch (broker "
-                                       "call and intent sync included; the commit wait not)",
+        self.batch_seconds = Histogram("wojak_engine_batch_seconds", "Time to decide one batch, its intent "
+                                       "sync and broker call included (its commit too with writer = inline)",
                                        buckets=BATCH_BUCKETS, registry=self.registry)
         self._httpd = None
 
     def serve(self, port: int, addr: str) -> int:
-        """Start the exporter; the port it listens on."""
-        self._httpd, _ = start_http_server(port, addr=addr, registry=self.registry)
+        """Start the exporter; the port it listens on. A port in use stops the engine, naming it."""
+        try:
+            self._httpd, _ = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as e:
+            raise SystemExit(f"[engine] metrics_port: cannot listen on {addr}:{port}: {e.strerror}") from None
         return self._httpd.server_address[1]
 
     def close(self) -> None:

@@ -1,6 +1,10 @@
 """The engine's Prometheus exporter: a real engine, real orders over ZeroMQ, a real scrape over HTTP."""
 from __future__ import annotations
 
+import socket
+
+import pytest
+
 from engine_testkit import NO_LIMITS, one, order, scrape_metrics, send_ticks, tick
 from tests.support.ports import free_port
 
@@ -33,3 +37,14 @@ def test_metrics_when_orders_decided_then_counts_by_status_and_kill_switch_expor
     assert m[("wojak_engine_answers_waiting", ())] == 0
     assert m[("wojak_engine_outbox_restarts_total", ())] == 0
 
+
+
+def test_metrics_when_port_taken_then_engine_exits_naming_it(start_engine):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        eng = start_engine("metrics-taken", launch=False, engine={"metrics_port": port})
+        with pytest.raises(RuntimeError) as err:
+            eng.start(timeout=15)
+    assert f"[engine] metrics_port: cannot listen on 127.0.0.1:{port}" in str(err.value)
