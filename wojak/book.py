@@ -1,4 +1,4 @@
-"""`wojak book ...`: the order book, trade book, positions and ticks as the store holds them.
+"""`wojak book ...`: the order book, trade book, positions, ticks and escalations as the store holds them.
 
 Read-only views for the trader and for scripts: an aligned table by default, one JSON object per
 line with `--json`. They read the store named by the config (SQLite or Couchbase) as any reader
@@ -54,6 +54,21 @@ def positions(store: Store, account: str | None, open_only: bool) -> list[dict[s
 def ticks(store: Store, tz: zoneinfo.ZoneInfo, symbol: str, limit: int) -> list[dict[str, Any]]:
     """A symbol's latest ticks, newest first."""
     return [{"time": _time(t.ts or 0, tz), "symbol": t.symbol, "ltp": t.ltp} for t in store.ticks(symbol, limit)]
+
+
+def escalations(store: Store, tz: zoneinfo.ZoneInfo, limit: int, undelivered: bool) -> list[dict[str, Any]]:
+    """The latest `limit` escalations, oldest first, and where their delivery to the risk-management
+    system stands: delivered (when), or waiting (attempts so far and the last error)."""
+    out = []
+    for s in store.escalations(limit):
+        if undelivered and s.delivered_ns is not None:
+            continue
+        e = s.escalation
+        out.append({"time": _time(e.ts, tz), "escalation_id": e.escalation_id, "client_order_id": e.client_order_id,
+                    "account": e.account, "reasons": [reason_code(r) for r in e.reasons],
+                    "delivered": _time(s.delivered_ns, tz) if s.delivered_ns is not None else None,
+                    "attempts": s.attempts, "last_error": s.last_error})
+    return out
 
 
 def render(rows: Sequence[dict[str, Any]], as_json: bool) -> Iterable[str]:

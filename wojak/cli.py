@@ -146,7 +146,7 @@ def status(config_path: str | None, as_json: bool, timeout_s: float) -> None:
 
 @cli.group()
 def book() -> None:
-    """The order book, trade book, positions and ticks in the store (read-only)."""
+    """The order book, trade book, positions, ticks and escalations in the store (read-only)."""
 
 
 def _show(config_path: str | None, as_json: bool, rows) -> None:
@@ -221,6 +221,18 @@ def book_ticks(symbol: str, config_path: str | None, as_json: bool, limit: int) 
     from wojak.book import ticks
 
     _show(config_path, as_json, lambda store, tz: ticks(store, tz, symbol, limit))
+
+
+@book.command("escalations")
+@_CONFIG
+@_JSON
+@click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1), help="The latest N.")
+@click.option("--undelivered", is_flag=True, help="Only those the risk-management system has not taken yet.")
+def book_escalations(config_path: str | None, as_json: bool, limit: int, undelivered: bool) -> None:
+    """Escalated orders and their delivery to the risk-management system (when, or attempts and last error)."""
+    from wojak.book import escalations
+
+    _show(config_path, as_json, lambda store, tz: escalations(store, tz, limit, undelivered))
 
 
 @cli.group()

@@ -52,7 +52,8 @@ def check_tick(order: Order, inst: Instrument) -> str | None:
 def check_market_hours(now: Moment, risk: RiskSection) -> str | None:
     if risk.enforce_market_hours and not now.market_open:
         day = "weekend" if now.weekend else "holiday" if now.holiday else ""
-        return reason(Reason.MARKET_CLOSED, f"now={now.hhmm} hours={risk.market_open}-{risk.market_close} {day}".rstrip())
+        hours = f"{risk.market_open}-{risk.market_close}"
+        return reason(Reason.MARKET_CLOSED, f"now={now.hhmm} hours={hours} {day}".rstrip())
     return None
 
 

@@ -51,6 +51,15 @@ class OutboxItem(msgspec.Struct):
     attempts: int
 
 
+class EscalationState(msgspec.Struct):
+    """An escalation and how its delivery to the risk-management system stands."""
+
+    escalation: Escalation
+    attempts: int
+    delivered_ns: int | None = None
+    last_error: str | None = None
+
+
 class CommitBatch(msgspec.Struct):
     decisions: list[tuple[Decision, str, dict | None]] = []  # (decision, content hash, order as sent)
     trades: list[Trade] = []
@@ -107,13 +116,15 @@ class Store(Protocol):
 
     # queries
     def get_decision(self, client_order_id: str) -> Decision | None: ...
-    def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]: ...  # the latest, oldest first
+    # the latest `limit`, oldest first
+    def decisions(self, account: str | None = None, limit: int = 1000) -> list[Decision]: ...
     def trades(self, client_order_id: str | None = None) -> list[Trade]: ...  # an order's: its slices' too
     def ticks(self, symbol: str, limit: int = 100) -> list[Tick]: ...
     def anomalies(self) -> list[tuple[str, str, str, int]]: ...
     def counts(self) -> dict[str, int]: ...
 
     # escalation outbox
+    def escalations(self, limit: int = 100) -> list[EscalationState]: ...  # the latest, oldest first
     def outbox_due(self, now_ns: int, limit: int = 100) -> list[OutboxItem]: ...
     def outbox_delivered(self, escalation_ids: Sequence[str], now_ns: int) -> None: ...
     def outbox_retry(self, escalation_id: str, next_ns: int, error: str) -> None: ...

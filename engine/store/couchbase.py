@@ -93,7 +93,7 @@ from couchbase.transcoder import RawBinaryTranscoder
 
 from engine.config import StoreSection
 from engine.models import Decision, Escalation, Tick, Trade
-from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow
+from engine.store.base import CommitBatch, EscalationState, Intent, Known, OutboxItem, PositionRow
 
 SCOPE = "wojak"
 COLLECTIONS = ("orders", "trades", "positions", "day_pnl", "ticks", "last_prices", "outbox", "settings",
@@ -570,6 +570,14 @@ class CouchbaseStore:
         return {k: int(row.get(k) or 0) for k in ("orders", "pending", "trades", "ticks", "outbox_pending")}
 
     # -- escalation outbox --------------------------------------------------------------------
+    def escalations(self, limit: int = 100) -> list[EscalationState]:
+        with _errors("read escalations"):
+            rows = self._query("SELECT x.escalation, x.attempts, x.delivered_ns, x.last_error FROM `outbox` AS x "
+                               "WHERE x.escalation_id IS NOT MISSING "
+                               "ORDER BY x.escalation.ts DESC, x.escalation_id DESC LIMIT $1", limit)
+        return [EscalationState(escalation_from_json(r["escalation"]), int(r["attempts"]), r.get("delivered_ns"),
+                                r.get("last_error")) for r in reversed(rows)]
+
     def outbox_due(self, now_ns: int, limit: int = 100) -> list[OutboxItem]:
         with _errors("read due escalations"):
             rows = self._query("SELECT x.escalation, x.attempts FROM `outbox` AS x WHERE x.next_ns <= $1 "

@@ -23,7 +23,7 @@ from typing import Sequence
 import msgspec
 
 from engine.models import Decision, Escalation, Tick, Trade
-from engine.store.base import CommitBatch, Intent, Known, OutboxItem, PositionRow, merge_frames
+from engine.store.base import CommitBatch, EscalationState, Intent, Known, OutboxItem, PositionRow, merge_frames
 from engine.store.batch_journal import JournalReader, JournalWriter, legacy_journal_path
 from engine.store.intent_log import IntentLog
 
@@ -396,6 +396,12 @@ class SqliteStore:
         return out
 
     # -- escalation outbox --------------------------------------------------------------------
+    def escalations(self, limit: int = 100) -> list[EscalationState]:
+        self._fresh()
+        rows = self.db.execute("SELECT payload, attempts, delivered_ns, last_error FROM outbox"
+                               " ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()  # committed as decided: in time
+        return [EscalationState(_dec_escalation.decode(p), a, d, e) for p, a, d, e in reversed(rows)]
+
     def outbox_due(self, now_ns: int, limit: int = 100) -> list[OutboxItem]:
         self._fresh()
         rows = self.db.execute("SELECT payload, attempts FROM outbox WHERE delivered_ns IS NULL AND next_ns <= ?"

@@ -7,6 +7,9 @@ the suite runs, so nothing depends on today's date and wall-clock retry timers (
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +21,7 @@ from engine.client import EngineClient
 from engine.instruments import COLUMNS
 from engine.models import reason_code
 
+REPO = Path(__file__).resolve().parents[2]
 SIM_DAY = dt.date(2026, 11, 24)  # a Tuesday: expiry day for contracts that expire "today"
 SIM_START = "2026-11-24T14:30:00+05:30"  # after the 14:00 expiry-day cutoff, before the 15:30 close
 SIM_SATURDAY = "2026-11-28T11:00:00+05:30"
@@ -119,3 +123,15 @@ def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         text = r.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def wojak_book(eng: Any, *args: str) -> str:
+    """`wojak book ARGS` on a running engine's config, as a person runs it: its output."""
+    out = subprocess.run([sys.executable, "-m", "wojak.cli", "book", *args, "--config", str(eng.config)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def wojak_book_rows(eng: Any, *args: str) -> list[dict]:
+    return [json.loads(line) for line in wojak_book(eng, *args, "--json").splitlines()]

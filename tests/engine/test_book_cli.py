@@ -1,26 +1,14 @@
 """`wojak book ...` against a running engine's store: what a trader reads is what the engine answered."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from engine_testkit import NO_LIMITS, one, order, send_ticks, tick
+from engine_testkit import NO_LIMITS, one, order, send_ticks, tick, wojak_book, wojak_book_rows
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def book(eng, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "wojak.cli", "book", *args, "--config", str(eng.config)],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def rows(eng, *args: str) -> list[dict]:
-    return [json.loads(line) for line in book(eng, *args, "--json").splitlines()]
 
 
 def test_book_when_engine_running_then_orders_trades_positions_and_ticks_as_answered(start_engine):
@@ -34,30 +22,30 @@ def test_book_when_engine_running_then_orders_trades_positions_and_ticks_as_answ
         assert [filled["status"], sliced["status"], rejected["status"], sold["status"]] == \
             ["FILLED", "FILLED", "REJECTED", "FILLED"]
 
-        got = rows(eng, "orders")
+        got = wojak_book_rows(eng, "orders")
         assert [(r["client_order_id"], r["status"]) for r in got] == [
             ("bk-1", "FILLED"), ("bk-2", "FILLED"), ("bk-3", "REJECTED"), ("bk-4", "FILLED")]
         assert got[2]["reasons"] == ["UNKNOWN_SYMBOL"]
         assert got[0]["trade_id"] == filled["trade_id"] and got[0]["time"].endswith("+05:30")
-        assert [r["client_order_id"] for r in rows(eng, "orders", "--limit", "2")] == ["bk-3", "bk-4"]
-        assert [r["client_order_id"] for r in rows(eng, "orders", "--account", "acc2")] == ["bk-3"]
+        assert [r["client_order_id"] for r in wojak_book_rows(eng, "orders", "--limit", "2")] == ["bk-3", "bk-4"]
+        assert [r["client_order_id"] for r in wojak_book_rows(eng, "orders", "--account", "acc2")] == ["bk-3"]
 
-        assert [(r["client_order_id"], r["quantity"]) for r in rows(eng, "trades", "--order", "bk-2")] == [
+        assert [(r["client_order_id"], r["quantity"]) for r in wojak_book_rows(eng, "trades", "--order", "bk-2")] == [
             ("bk-2#1", 1000), ("bk-2#2", 1000), ("bk-2#3", 300)]
-        assert len(rows(eng, "trades")) == 5
+        assert len(wojak_book_rows(eng, "trades")) == 5
 
-        [pos] = rows(eng, "positions", "--account", "acc1")
+        [pos] = wojak_book_rows(eng, "positions", "--account", "acc1")
         assert (pos["symbol"], pos["net_qty"], pos["ltp"]) == ("FUTA", 2350, 101.5)
         assert pos["realised_pnl"] == 100.0  # 50 sold at 102 against an average of 100
         assert pos["unrealised_pnl"] == round((101.5 - pos["avg_price"]) * 2350, 2)
-        assert rows(eng, "positions", "--account", "nobody") == []
+        assert wojak_book_rows(eng, "positions", "--account", "nobody") == []
 
-        assert [r["ltp"] for r in rows(eng, "ticks", "FUTA")] == [101.5, 100.0]
+        assert [r["ltp"] for r in wojak_book_rows(eng, "ticks", "FUTA")] == [101.5, 100.0]
 
-        table = book(eng, "orders", "--account", "acc2").splitlines()
+        table = wojak_book(eng, "orders", "--account", "acc2").splitlines()
         assert table[0].split()[:3] == ["time", "client_order_id", "account"]
         assert "bk-3" in table[1] and "UNKNOWN_SYMBOL" in table[1]
-        assert book(eng, "trades", "--order", "nothing-here").strip() == "(none)"
+        assert wojak_book(eng, "trades", "--order", "nothing-here").strip() == "(none)"
     eng.stop()
 
 

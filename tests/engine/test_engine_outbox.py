@@ -20,7 +20,7 @@ from engine.models import Escalation
 from engine.outbox import OutboxJob, OutboxProcess
 from engine.store import open_store
 from engine.store.base import CommitBatch
-from engine_testkit import codes, market, one, scrape_metrics, wait_until
+from engine_testkit import codes, market, one, scrape_metrics, wait_until, wojak_book_rows
 from tests.support.ports import free_port
 
 
@@ -64,8 +64,13 @@ def test_escalation_when_http_sink_down_at_first_then_delivered_on_retry(start_e
     with eng.client() as c:
         d = one(c, market("o-http-1", "NORF", account="outbox"))
     assert d["status"] == "ESCALATED" and codes(d) == ["NO_REFERENCE_PRICE"]
-    # nothing listens yet: the escalation waits in the outbox, committed with its decision
+    # nothing listens yet: the escalation waits in the outbox, committed with its decision - and
+    # `wojak book escalations` shows it waiting, with the attempt and why it failed
     assert wait_until(lambda: _outbox_pending(eng) == 1, timeout=5)
+    waiting = wait_until(lambda: [r for r in wojak_book_rows(eng, "escalations", "--undelivered")
+                                  if r["attempts"] >= 1], timeout=15)
+    assert [(r["escalation_id"], r["delivered"]) for r in waiting] == [("E-o-http-1", None)]
+    assert waiting[0]["last_error"] and waiting[0]["reasons"] == ["NO_REFERENCE_PRICE"]
     eng.kill()  # ... and survives a crash of the engine while it waits
     eng.start()
     srv = _serve(receiver_port, fail_first=1)  # up, but its first answer is an error
@@ -83,6 +88,10 @@ def test_escalation_when_http_sink_down_at_first_then_delivered_on_retry(start_e
     assert body["client_order_id"] == "o-http-1" and body["account"] == "outbox"
     assert body["reasons"] == d["reasons"] and body["order"]["order_type"] == "MARKET"
     assert {p[2]["escalation_id"] for p in posts} == {"E-o-http-1"}
+    assert wojak_book_rows(eng, "escalations", "--undelivered") == []
+    [done] = wojak_book_rows(eng, "escalations")
+    assert done["escalation_id"] == "E-o-http-1" and done["delivered"]
+    assert done["attempts"] >= len(posts) + 1  # the refused ones too
 
 
 def _escalated_and_delivered(eng, coid: str, timeout: float) -> bool:

@@ -6,6 +6,7 @@ and symbols of its own and compares counts as differences.
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -346,6 +347,19 @@ def test_outbox_when_due_limited_then_earliest_first(store, u):
     got = [i.escalation.escalation_id for i in store.outbox_due(NOW, limit=2)]
     store.outbox_delivered([f"E-{u}-{i}" for i in (1, 2, 3)], NOW)  # leave no early entries to later runs
     assert got == [f"E-{u}-1", f"E-{u}-2"]
+
+
+def test_escalations_when_delivered_retried_or_waiting_then_listed_latest_with_their_state(store, u):
+    late = time.time_ns() + 10**15  # later than anything any run commits: these are the latest
+    esc = [escalation(f"{u}-{i}", u, ts=late + i) for i in range(3)]
+    store.commit(CommitBatch(escalations=esc))
+    store.outbox_delivered([esc[0].escalation_id], late + 10)
+    store.outbox_retry(esc[1].escalation_id, late + 20, "HTTP 503 from the RMS")
+    got = store.escalations(limit=3)
+    assert [(g.escalation, g.attempts, g.delivered_ns, g.last_error) for g in got] == [
+        (esc[0], 1, late + 10, None), (esc[1], 1, None, "HTTP 503 from the RMS"), (esc[2], 0, None, None)]
+    assert [g.escalation.escalation_id for g in store.escalations(limit=2)] == [e.escalation_id for e in esc[1:]]
+    store.outbox_delivered([e.escalation_id for e in esc[1:]], late + 30)  # leave nothing due to later runs
 
 
 # ---------------------------------------------------------------------------------------------
