@@ -10,7 +10,7 @@ Layout. One scope per writer (default `wojak`) in the bucket, one collection per
     trades       trade_id                     a Trade
     positions    account|symbol               a PositionRow
     day_pnl      account|day                  {account, day, realised}
-    ticks        symbol|ts|n                  a Tick (n: its rank among equal (symbol, ts) in a batch)
+    ticks        symbol|ts|n|ltp              a Tick (n: its rank among equal (symbol, ts) in a batch)
     last_prices  symbol                       {symbol, ltp, ts}
     outbox       escalation_id                {escalation, attempts, next_ns, delivered_ns, last_error}
     settings     key                          {key, value}
@@ -213,12 +213,14 @@ def plan_effects(b: CommitBatch) -> dict[str, dict[str, dict]]:
     if b.day_pnl:
         plan["day_pnl"] = {doc_key(a, day): {"account": a, "day": day, "realised": r} for a, day, r in b.day_pnl}
     if b.ticks:
+        # Key: symbol, ts, rank among equal (symbol, ts) in the batch, and the price - so a tick of
+        # another batch at the same time and rank but another price never overwrites this one (an
+        # identical tick, redelivered, lands on the same document).
         ticks: dict[str, dict] = {}
+        rank: dict[tuple[str, int | None], int] = {}
         for t in b.ticks:
-            n = 0
-            while doc_key(t.symbol, t.ts, n) in ticks:
-                n += 1
-            ticks[doc_key(t.symbol, t.ts, n)] = {"symbol": t.symbol, "ltp": t.ltp, "ts": t.ts, "n": n}
+            n = rank[(t.symbol, t.ts)] = rank.get((t.symbol, t.ts), -1) + 1
+            ticks[doc_key(t.symbol, t.ts, n, repr(t.ltp))] = {"symbol": t.symbol, "ltp": t.ltp, "ts": t.ts, "n": n}
         plan["ticks"] = ticks
     if b.settings:
         plan["settings"] = {doc_key(k): {"key": k, "value": v} for k, v in b.settings.items()}

@@ -169,8 +169,18 @@ def test_plan_effects_when_equal_ticks_in_batch_then_each_kept_under_its_own_key
     b = CommitBatch(ticks=[Tick("NIFTY26JANFUT", 24000.0, 5), Tick("NIFTY26JANFUT", 24001.0, 5),
                            Tick("BANKNIFTY26JANFUT", 51000.0, 5)])
     ticks = cb.plan_effects(b)["ticks"]
-    assert sorted(ticks) == ["BANKNIFTY26JANFUT|5|0", "NIFTY26JANFUT|5|0", "NIFTY26JANFUT|5|1"]
+    assert sorted(ticks) == ["BANKNIFTY26JANFUT|5|0|51000.0", "NIFTY26JANFUT|5|0|24000.0",
+                             "NIFTY26JANFUT|5|1|24001.0"]
+    assert [d["n"] for d in ticks.values()] == [0, 1, 0]  # ranks: the later of equal times sorts first
     assert cb.plan_effects(b) == cb.plan_effects(b)  # a replayed batch writes the same documents
+
+
+def test_plan_effects_when_another_batch_has_a_tick_at_the_same_time_then_not_overwritten():
+    first = cb.plan_effects(CommitBatch(ticks=[Tick("NIFTY26JANFUT", 24000.0, 5)]))["ticks"]
+    other = cb.plan_effects(CommitBatch(ticks=[Tick("NIFTY26JANFUT", 24002.5, 5)]))["ticks"]
+    again = cb.plan_effects(CommitBatch(ticks=[Tick("NIFTY26JANFUT", 24000.0, 5)]))["ticks"]
+    assert not set(first) & set(other)  # both kept
+    assert again == first  # the same tick redelivered: the same document
 
 
 def test_plan_effects_when_batch_has_every_kind_then_keys_are_deterministic_ids():
