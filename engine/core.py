@@ -23,7 +23,7 @@ from engine.broker.base import Broker, BrokerError, BrokerOrder
 from engine.clock import Clock
 from engine.config import Config
 from engine.instruments import Instrument
-from engine.models import Decision, Escalation, Reason, Status, Tick, reason
+from engine.models import Decision, Escalation, Reason, Status, Tick, reason, unrealised_pnl
 from engine.risk.book import Book, PositionState
 from engine.risk.context import Moment
 from engine.risk.gate import SEND, Gate
@@ -400,7 +400,7 @@ class Engine:
             ltp = self.book.ltp.get(sym)
             out.append({"account": acct, "symbol": sym, "net_qty": p.net_qty, "avg_price": round(p.avg_price, 4),
                         "realised_pnl": round(p.realised_pnl, 2), "ltp": ltp,
-                        "unrealised_pnl": round((ltp - p.avg_price) * p.net_qty, 2) if ltp and p.net_qty else 0.0})
+                        "unrealised_pnl": unrealised_pnl(ltp, p.avg_price, p.net_qty)})
         return out
 
     def _retry_all(self, req: protocol.Request | _BadRequest, why: str) -> bytes:

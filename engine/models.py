@@ -128,6 +128,11 @@ class Position(msgspec.Struct):
     unrealised_pnl: float = 0.0
 
 
+def unrealised_pnl(ltp: float | None, avg_price: float, net_qty: int) -> float:
+    """An open position's P&L at the last price, in rupees to the paisa (0 when flat or not ticked)."""
+    return round((ltp - avg_price) * net_qty, 2) if ltp and net_qty else 0.0
+
+
 class Trade(msgspec.Struct):
     trade_id: str
     client_order_id: str

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import msgspec
 
-from engine.models import reason_code
+from engine.models import reason_code, unrealised_pnl
 from engine.store.base import Store
 
 
@@ -47,7 +47,7 @@ def positions(store: Store, account: str | None, open_only: bool) -> list[dict[s
         last = ltp.get(p.symbol)
         out.append({"account": p.account, "symbol": p.symbol, "net_qty": p.net_qty,
                     "avg_price": round(p.avg_price, 4), "realised_pnl": round(p.realised_pnl, 2), "ltp": last,
-                    "unrealised_pnl": round((last - p.avg_price) * p.net_qty, 2) if last and p.net_qty else 0.0})
+                    "unrealised_pnl": unrealised_pnl(last, p.avg_price, p.net_qty)})
     return out
 
 

@@ -26,6 +26,21 @@ def _config(path: str | None):
         raise click.ClickException(str(e)) from None
 
 
+def _here_config(path: str | None):
+    """For the commands a person runs where the system runs: --config, else ./wojak.toml when it
+    exists, else the built-in defaults."""
+    from pathlib import Path
+
+    if path is None and Path("wojak.toml").is_file():
+        path = "wojak.toml"
+    return _config(path)
+
+
+# --config for those commands
+_HERE_CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                            help="wojak.toml (./wojak.toml, else the defaults, if omitted)")
+
+
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
@@ -53,19 +68,15 @@ def sidecar(source: str, config_path: str | None) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+@_HERE_CONFIG
 @click.option("--demo", is_flag=True, help="Feed a short realistic stream and print a summary of decisions.")
 def local(config_path: str | None, demo: bool) -> None:
     """Engine + HTTP sidecar on this host over ipc://, SQLite store, sandbox broker.
 
     Uses ./wojak.toml when it exists and no --config is given; built-in defaults otherwise."""
-    from pathlib import Path
-
     from wojak.local import run
 
-    if config_path is None and Path("wojak.toml").is_file():
-        config_path = "wojak.toml"
-    sys.exit(run(_config(config_path), demo=demo))
+    sys.exit(run(_here_config(config_path), demo=demo))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -97,7 +108,7 @@ def _ask_engine(config_path: str | None, kind: str, args: dict | None = None, ti
     from engine.client import EngineClient, EngineUnavailable
     from sidecars.settings import engine_endpoint
 
-    endpoint = engine_endpoint(_config(config_path))
+    endpoint = engine_endpoint(_here_config(config_path))
     try:
         with EngineClient(endpoint, timeout_s=timeout_s) as client:
             resp = client.call(kind, args=args)
@@ -110,7 +121,7 @@ def _ask_engine(config_path: str | None, kind: str, args: dict | None = None, ti
 
 @cli.command()
 @click.option("--reason", default="manual (wojak halt)", show_default=True, help="Recorded with the kill switch.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+@_HERE_CONFIG
 def halt(reason: str, config_path: str | None) -> None:
     """Kill switch ON: orders that add risk are REJECTED (TRADING_HALTED); risk-reducing ones pass."""
     state = _ask_engine(config_path, "halt", {"reason": reason})
@@ -118,7 +129,7 @@ def halt(reason: str, config_path: str | None) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+@_HERE_CONFIG
 def resume(config_path: str | None) -> None:
     """Kill switch OFF."""
     _ask_engine(config_path, "resume")
@@ -126,7 +137,7 @@ def resume(config_path: str | None) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
+@_HERE_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="The engine's health answer as JSON.")
 @click.option("--timeout", "timeout_s", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Seconds to wait for the answer (exit 1 without one).")
@@ -157,9 +168,7 @@ def _show(config_path: str | None, as_json: bool, rows) -> None:
     from engine.store import open_store
     from wojak.book import render
 
-    if config_path is None and Path("wojak.toml").is_file():  # as `wojak local` does
-        config_path = "wojak.toml"
-    cfg = _config(config_path)
+    cfg = _here_config(config_path)
     if cfg.store.kind == "sqlite" and not Path(cfg.store.path).is_file():
         raise click.ClickException(f"no store at {cfg.store.path} (run from where the engine runs, or pass --config)")
     store = open_store(cfg.store)
@@ -170,13 +179,11 @@ def _show(config_path: str | None, as_json: bool, rows) -> None:
         store.close()
 
 
-_CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                       help="wojak.toml (./wojak.toml, else the defaults, if omitted)")
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 
 
 @book.command("orders")
-@_CONFIG
+@_HERE_CONFIG
 @_JSON
 @click.option("--account", default=None, help="Only this account's orders.")
 @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1), help="The latest N.")
@@ -188,7 +195,7 @@ def book_orders(config_path: str | None, as_json: bool, account: str | None, lim
 
 
 @book.command("trades")
-@_CONFIG
+@_HERE_CONFIG
 @_JSON
 @click.option("--order", "client_order_id", default=None, help="Only this order's trades (a sliced order's "
               "slices included).")
@@ -200,7 +207,7 @@ def book_trades(config_path: str | None, as_json: bool, client_order_id: str | N
 
 
 @book.command("positions")
-@_CONFIG
+@_HERE_CONFIG
 @_JSON
 @click.option("--account", default=None, help="Only this account's positions.")
 @click.option("--open", "open_only", is_flag=True, help="Leave out flat positions.")
@@ -213,7 +220,7 @@ def book_positions(config_path: str | None, as_json: bool, account: str | None, 
 
 @book.command("ticks")
 @click.argument("symbol")
-@_CONFIG
+@_HERE_CONFIG
 @_JSON
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(min=1), help="The latest N.")
 def book_ticks(symbol: str, config_path: str | None, as_json: bool, limit: int) -> None:
@@ -224,7 +231,7 @@ def book_ticks(symbol: str, config_path: str | None, as_json: bool, limit: int) 
 
 
 @book.command("escalations")
-@_CONFIG
+@_HERE_CONFIG
 @_JSON
 @click.option("--limit", "-n", default=50, show_default=True, type=click.IntRange(min=1), help="The latest N.")
 @click.option("--undelivered", is_flag=True, help="Only those the risk-management system has not taken yet.")
