@@ -88,7 +88,10 @@ def test_link_when_engine_never_answers_then_gives_up_and_runner_requeues_until_
 
 
 def test_link_when_engine_killed_and_restarted_mid_stream_then_resends_and_nothing_is_executed_twice(tmp_path):
-    engine = EngineProcess(tmp_path, risk=FAST_RISK).start()
+    # A broker round trip of 20 ms per batch keeps orders inside the engine at any instant, so the
+    # kill always takes some answers with it (without it a fast engine may have answered everything
+    # sent, and the link's queued sends simply go to the restarted engine: nothing to resend).
+    engine = EngineProcess(tmp_path, risk=FAST_RISK, broker={"latency_ms": 20}).start()
     items = payloads(300)
     source = MemorySource(items)
     link = EngineLink(engine.endpoint, window=50, resend_after_s=0.5, give_up_s=30)
