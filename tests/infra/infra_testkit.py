@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import urllib.parse
 import uuid
@@ -16,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 from infra.simulate import Declared
+from tests.support.ports import free_port
 
 
 def as_policy_args(r: Declared) -> SimpleNamespace:
@@ -35,12 +35,6 @@ class Reporter:
 
 # ---------------------------------------------------------------------------------------------
 # fake Couchbase admin REST API
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeCouchbase:

@@ -15,14 +15,9 @@ import psutil
 import pytest
 
 from tests.support.engine_proc import nifty_fut
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Local:

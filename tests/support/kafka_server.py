@@ -23,15 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 
 class ServerMissing(RuntimeError):
     """The broker binary is not installed (tests skip locally, fail in CI)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tansu_binary() -> Path | None:

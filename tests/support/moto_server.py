@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
+
 REGION = "ap-south-1"
 ACCOUNT = "123456789012"
 _names = itertools.count(1)
@@ -32,12 +33,6 @@ _names = itertools.count(1)
 
 class MotoUnavailable(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def moto_binary() -> str | None:

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 BIN_NAME = "cloud-pubsub-emulator"
 PROJECT = "wojak-test"
 
@@ -58,12 +60,6 @@ def missing_reason() -> str | None:
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         return "the Pub/Sub emulator needs a Java runtime (java on PATH or JAVA_HOME)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -16,23 +16,18 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 RABBITMQ_BIN = Path(os.environ.get("WOJAK_TEST_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 
 
 class ServerMissing(RuntimeError):
     """The server's binary is not installed (tests skip locally, fail in CI)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def available() -> str | None:

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.ports import free_port
+
 ADMIN_TOKEN = "test-admin-token-7f3a"
 FAST_RISK = {"max_orders_per_second": 1_000_000, "max_position_lots": 100_000, "max_gross_exposure": 1e15}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HttpSidecar:
