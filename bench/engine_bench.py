@@ -1,7 +1,7 @@
 """`wojak bench`: the engine's real path under load, measured end to end.
 
     load generator (this process, one DEALER)
-      -> ZeroMQ ipc:// -> engine process (risk gate -> sandbox broker journal -> SQLite FULL commit)
+      -> ZeroMQ ipc:// -> engine process (risk gate -> sandbox broker -> durable batch commit)
       -> answer -> load generator
 
 The generator keeps `window` orders in flight, `batch` orders per request frame, and a tick after
@@ -112,6 +112,27 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _machine_ticks() -> list[int] | None:
+    """The whole machine's CPU time by kind since boot (/proc/stat), or None where there is none."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:1 + len(_STAT_FIELDS)]]
+    except (OSError, ValueError):
+        return None
+
+
+def _machine_share(before: list[int] | None, after: list[int] | None) -> str:
+    """How the machine's cores spent the run: what the engine had around it (niced = the store
+    writer's materializer; steal = time the hypervisor gave to other guests)."""
+    if not before or not after or len(before) != len(after):
+        return "n/a"
+    d = [b - a for a, b in zip(before, after)]
+    total = sum(d) or 1
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in zip(_STAT_FIELDS, d) if k not in ("irq",))
+
+
 def _pct(sorted_vals: list[float], p: float) -> float:
     return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * len(sorted_vals)))]
 
@@ -188,7 +209,9 @@ def main(orders: int = 200_000, window: int = 100, batch: int = 10, tick_every: 
         procs = {"engine": [engine.proc.pid], "writer": child_pids(engine.proc.pid, b"engine.store.writer"),
                  "outbox": child_pids(engine.proc.pid, b"engine.outbox"), "generator": [os.getpid()]}
         cpu_before = {k: sum(map(_cpu_s, pids)) for k, pids in procs.items()}
+        machine_before = _machine_ticks()
         latencies, statuses, elapsed = drive(engine.endpoint, frames, window)
+        machine = _machine_share(machine_before, _machine_ticks())
         cpu = {k: sum(map(_cpu_s, pids)) - cpu_before[k] for k, pids in procs.items()}
         engine_rss = _rss_mb(engine.proc.pid)
         writer_rss = sum(map(_rss_mb, procs["writer"]))
@@ -212,6 +235,7 @@ def main(orders: int = 200_000, window: int = 100, batch: int = 10, tick_every: 
           f"load generator {gen_rss:.0f} MiB")
     print("CPU per order: " + ", ".join(f"{k} {v / n * 1e6:.1f} us" for k, v in cpu.items())
           + "  (busy: " + ", ".join(f"{k} {v / elapsed:.0%}" for k, v in cpu.items()) + ")")
+    print(f"machine ({os.cpu_count()} cores): {machine}")
     if keep:
         print(f"data kept in {work}")
     print(f"RESULT: {rate * 60:,.0f} orders/min, p99 {_pct(latencies, 99) * 1e3:.2f} ms")

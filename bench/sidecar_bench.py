@@ -3,7 +3,7 @@
 The measurement: N orders are published to the source first; then a real engine and the real
 `wojak sidecar <source>` process start, and the clock runs from the first decision the engine
 records (so the sidecar's start-up is not counted) until the engine's store holds N decisions. That is the sidecar's drain rate: orders/s end to end through the
-broker, the sidecar, ZeroMQ, the engine and a SQLite FULL commit.
+broker, the sidecar, ZeroMQ, the engine and the store's durable commit.
 
 Each source's benchmark module supplies a `Bench` with `publish(payloads)` and `sidecar_env()`.
 """

@@ -1,10 +1,19 @@
-"""The embedded store: SQLite files in WAL mode with synchronous=FULL.
+"""The embedded store: SQLite in WAL mode, behind the store contract, and where a batch is durable.
 
-Keyed tables are WITHOUT ROWID (one b-tree each, not a table plus a key index): a commit writes every
-page it touches to the WAL and fsyncs it, so pages per batch is what the hot path costs.
+Durability of a batch (what an answer waits for) comes in two ways, both a group commit of the
+whole batch with one sync:
+- `[store] writer = "process"` (the default): the store writer process appends the batch to the
+  batch journal (batch_journal.py) and `fdatasync`s it - as durable as a commit at
+  synchronous=FULL - then applies it to these tables, which run at synchronous=NORMAL: their
+  checkpoints sync them, and the journal keeps every batch until a checkpoint has synced it.
+- `[store] writer = "inline"`: the engine commits each batch here itself, one transaction at
+  synchronous=FULL.
 
-A whole batch is one transaction (group commit): one fsync covers every decision in it. Decisions
-are stored as msgpack next to the columns that are queried, so reading one back is one decode.
+The small keyed tables (positions, day P&L, last prices, settings, checkpoints) are WITHOUT ROWID:
+one b-tree each. `orders` is a rowid table with a key index (its comment says why), and trades,
+ticks and position changes go through append-only logs folded in bulk (below): a commit writes
+every page it touches, so pages per batch is what the tables cost. Decisions are stored as msgpack
+next to the columns that are queried, so reading one back is one decode.
 
 Intents are not in SQLite: they go to an intent log of their own (`<name>-intents/`, see
 intent_log.py), which the engine writes before each broker call while the store writer process

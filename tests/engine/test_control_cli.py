@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine_testkit import NO_LIMITS, codes, one, order
+from engine_testkit import NO_LIMITS, REPO, codes, one, order
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def wojak(*args: str, config: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
