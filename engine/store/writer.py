@@ -82,7 +82,17 @@ class StoreWriter:
         self._await(READY, 60)
 
     def submit(self, seq: int, batch: CommitBatch) -> None:
-        self.sock.send(_enc.encode((seq, batch)), copy=False)
+        """Hand a batch over. The engine binds this PAIR, so with the writer gone there is no pipe to
+        queue into and a plain send would block for ever (the engine hung, not stopped, when its
+        writer was killed): send without blocking, and while that cannot, check the writer lives."""
+        frame = _enc.encode((seq, batch))
+        while True:
+            try:
+                self.sock.send(frame, zmq.NOBLOCK, copy=False)
+                break
+            except zmq.Again:
+                self.check_alive()
+                self.sock.poll(100, zmq.POLLOUT)
         self.submitted = seq
 
     def poll_confirmed(self) -> int:

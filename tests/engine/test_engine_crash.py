@@ -6,6 +6,8 @@ way a sidecar does: a window of requests in flight, resend what is unanswered, r
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import threading
 import time
 from contextlib import closing
@@ -14,6 +16,7 @@ import msgspec
 import pytest
 import zmq
 
+from bench.engine_bench import child_pids
 from engine import intake, protocol
 from engine.broker.base import BrokerOrder
 from engine.broker.sandbox import SandboxBroker
@@ -96,22 +99,16 @@ def _same(d: dict) -> tuple:
     return d["status"], d.get("fill_price"), d.get("trade_id"), d.get("filled_qty", 0), tuple(d.get("reasons", []))
 
 
-def test_engine_when_sigkilled_repeatedly_while_streaming_then_every_order_decided_once(start_engine):
-    eng = start_engine("crash-stream", risk=NO_LIMITS, broker={"fill_probability": 0.8, "latency_ms": 15.0})
+def _stream(prefix: str) -> tuple[list[dict], list[str]]:
     accounts = ["ca", "cb", "cc"]
-    orders = [order(f"cs-{i}", symbol="LOTF", side="BUY" if i % 3 else "SELL", quantity=1 + i % 4,
-                    price=100.0 + (i % 20) * 0.05, account=accounts[i % 3]) for i in range(900)]
-    streamer = Streamer(eng.endpoint, orders)
-    streamer.start()
-    decided_at_kill = []
-    for target in (120, 350, 600):
-        assert wait_until(lambda: streamer.decided >= target, timeout=30, interval=0.002), streamer.decided
-        eng.kill()
-        decided_at_kill.append(streamer.decided)
-        eng.start()
-    streamer.join(timeout=90)
+    return [order(f"{prefix}-{i}", symbol="LOTF", side="BUY" if i % 3 else "SELL", quantity=1 + i % 4,
+                  price=100.0 + (i % 20) * 0.05, account=accounts[i % 3]) for i in range(900)], accounts
+
+
+def _assert_each_order_decided_once(eng, streamer: Streamer, orders: list[dict], accounts: list[str]) -> None:
+    """After crashes and restarts: every answer an order got is one decision, the broker saw each
+    order at most once, a replay is all duplicates of those, and the store holds exactly them."""
     assert not streamer.is_alive() and streamer.decided == len(orders)
-    assert max(decided_at_kill) < len(orders)  # the kills happened mid-stream
 
     # every answer for an order (first and resends across crashes) is the same decision
     first = {}
@@ -147,6 +144,45 @@ def test_engine_when_sigkilled_repeatedly_while_streaming_then_every_order_decid
                 expected[o["account"]] += o["quantity"] if o["side"] == "BUY" else -o["quantity"]
         stored = {p.account: p.net_qty for p in s.positions() if p.symbol == "LOTF"}
     assert stored == dict(expected) == live_positions
+
+
+def test_engine_when_sigkilled_repeatedly_while_streaming_then_every_order_decided_once(start_engine):
+    eng = start_engine("crash-stream", risk=NO_LIMITS, broker={"fill_probability": 0.8, "latency_ms": 15.0})
+    orders, accounts = _stream("cs")
+    streamer = Streamer(eng.endpoint, orders)
+    streamer.start()
+    decided_at_kill = []
+    for target in (120, 350, 600):
+        assert wait_until(lambda: streamer.decided >= target, timeout=30, interval=0.002), streamer.decided
+        eng.kill()
+        decided_at_kill.append(streamer.decided)
+        eng.start()
+    streamer.join(timeout=90)
+    assert max(decided_at_kill) < len(orders)  # the kills happened mid-stream
+    _assert_each_order_decided_once(eng, streamer, orders, accounts)
+
+
+def test_store_writer_when_sigkilled_while_streaming_then_engine_stops_and_a_restart_loses_nothing(start_engine):
+    """The writer process alone dies (the OOM killer's pick, say): the engine must not answer what it
+    had not confirmed, so it stops with exit 1 (its memory is ahead of the store), and a restart
+    recovers from the journal and the intent log like any crash."""
+    eng = start_engine("crash-writer", risk=NO_LIMITS, broker={"fill_probability": 0.8, "latency_ms": 15.0})
+    orders, accounts = _stream("cw")
+    streamer = Streamer(eng.endpoint, orders)
+    streamer.start()
+    decided_at_kill = []
+    for target in (120, 350, 600):
+        assert wait_until(lambda: streamer.decided >= target, timeout=30, interval=0.002), streamer.decided
+        writers = child_pids(eng.proc.pid, b"engine.store.writer")
+        assert len(writers) == 1, writers
+        os.kill(writers[0], signal.SIGKILL)
+        decided_at_kill.append(streamer.decided)
+        assert eng.proc.wait(15) == 1, eng.log.read_text()[-2000:]
+        assert "store writer" in eng.log.read_text()
+        eng.start()
+    streamer.join(timeout=90)
+    assert max(decided_at_kill) < len(orders)
+    _assert_each_order_decided_once(eng, streamer, orders, accounts)
 
 
 def test_submit_order_when_resent_after_crash_and_restart_then_duplicate_and_broker_called_once(start_engine):
