@@ -205,6 +205,9 @@ class Engine:
             return self._bad_request(work, f"unsupported protocol version {req.v}", req)
         if req.kind not in protocol.KINDS:
             return self._bad_request(work, f"unknown kind {req.kind[:40]!r}", req)
+        if len(req.items) > protocol.MAX_ITEMS:
+            return self._bad_request(work, f"a request carries at most {protocol.MAX_ITEMS} items, this one "
+                                           f"{len(req.items)}: send them in several", req)
         if req.msg_ids is not None and len(req.msg_ids) != len(req.items):
             return self._bad_request(work, "msg_ids must be parallel to items", req)
         if req.kind == "set_checkpoint" and not (isinstance(req.args.get("key"), str)

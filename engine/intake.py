@@ -23,6 +23,7 @@ _json_any = msgspec.json.Decoder()
 _enc = msgspec.msgpack.Encoder()
 
 MAX_PAYLOAD = 64 * 1024  # a source message larger than this is not an order
+MAX_REMAINS_CHARS = 512  # what is kept of a bad item's fields (see protocol.MAX_ITEMS)
 # msgspec raises UnicodeDecodeError, not DecodeError, for a msgpack string that is not UTF-8.
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError)
 
@@ -112,9 +113,12 @@ def _from_object(obj: object, data: bytes, msg_id: str | None, want_tick: bool) 
 
 
 def _safe(obj: dict) -> dict:
-    """A bounded, storable copy of what a bad message said (for the record, not for trading).
-    Integers msgpack cannot hold (beyond 64 bits) are kept as their text."""
+    """A bounded, storable copy of what a bad message said (for the record, not for trading): at most
+    20 fields of at most MAX_REMAINS_CHARS characters in all (so at most 4x that in UTF-8, however
+    exotic the text), fields kept in the order sent until the room runs out. Integers msgpack cannot
+    hold (beyond 64 bits) are kept as their text."""
     out: dict = {}
+    room = MAX_REMAINS_CHARS
     for k, v in list(obj.items())[:20]:
         if isinstance(v, str):
             v = v[:256]
@@ -122,5 +126,9 @@ def _safe(obj: dict) -> dict:
             v = str(v)[:64]
         elif not (isinstance(v, (int, float, bool)) or v is None):
             continue
-        out[str(k)[:64]] = v
+        key = str(k)[:64]
+        room -= len(key) + (len(v) if isinstance(v, str) else 8)
+        if room < 0:
+            break
+        out[key] = v
     return out

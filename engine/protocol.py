@@ -23,6 +23,11 @@ from typing import Any
 import msgspec
 
 VERSION = 1
+# Items one request may carry. A batch is journaled (and its intents logged) as one record that must
+# fit a 4 MiB segment: with at most ~3.5 KiB recorded per item (a garbage item's stored remains and
+# its reason are bounded, intake.py), 500 items and the rest of a batch stay under half of that.
+# Sidecars send at most 50 per request; a larger request is refused whole (a bad request, with why).
+MAX_ITEMS = 500
 KINDS = frozenset({"submit_order", "tick", "ingest", "get_order", "positions", "halt", "resume", "health",
                    "get_checkpoint", "set_checkpoint"})
 

@@ -41,7 +41,7 @@ _END = bytes(_HEAD.size)
 
 
 class JournalError(RuntimeError):
-    """The journal cannot go on: a group of frames larger than a segment, or a segment file not its own."""
+    """The journal cannot go on: a batch larger than a segment, or a segment file not its own."""
 
 
 def journal_dir(db_path: Path) -> Path:
@@ -174,15 +174,30 @@ class JournalWriter:
             self.active = self._take_segment()
 
     def append(self, frames: Sequence[bytes]) -> int:
-        """Journal the frames durably; returns the last one's number (they are numbered in order)."""
+        """Journal the frames durably; returns the last one's number (they are numbered in order).
+        A group too large for one segment goes in several appends, each synced: durable when this
+        returns, as one would be. Only a single frame larger than a segment is refused (the engine
+        bounds a batch far below that: protocol.MAX_ITEMS)."""
+        room = SEGMENT_BYTES - _HEAD.size  # a record, and the empty header after the last one
+        too_big = [len(f) for f in frames if _HEAD.size + len(f) > room]
+        if too_big:  # refused before anything is written
+            raise JournalError(f"a batch of {too_big[0]} bytes does not fit a {SEGMENT_BYTES}-byte segment")
+        start, size = 0, 0
+        for n, f in enumerate(frames):
+            if size and size + _HEAD.size + len(f) > room:
+                self._append(frames[start:n])
+                start, size = n, 0
+            size += _HEAD.size + len(f)
+        return self._append(frames[start:])
+
+    def _append(self, frames: Sequence[bytes]) -> int:
+        """Frames that fit one segment: one write and one fdatasync."""
         out = bytearray()
         seq = self.seq
         for f in frames:
             seq += 1
             out += _HEAD.pack(len(f), zlib.crc32(f), seq)
             out += f
-        if len(out) + _HEAD.size > SEGMENT_BYTES:
-            raise JournalError(f"a batch group of {len(out)} bytes does not fit a {SEGMENT_BYTES}-byte segment")
         seg = self.active
         if seg.end + len(out) + _HEAD.size > SEGMENT_BYTES:
             seg = self.active = self._take_segment()

@@ -101,8 +101,31 @@ def test_journal_when_a_segment_is_not_its_own_then_the_writer_refuses_to_start(
         JournalWriter(path, after=0)
 
 
+def test_journal_when_a_group_exceeds_a_segment_then_split_across_segments_and_all_read_back(tmp_path, small_segments):
+    path = tmp_path / "j.db"
+    w = JournalWriter(path, after=0)
+    frames = [frame(n, 1500) for n in range(1, 9)]  # ~12 KB: three segments' worth
+    assert w.append(frames) == 8
+    assert len(w.segments) >= 3
+    assert JournalReader(path).after(0) == list(zip(range(1, 9), frames))
+    assert w.append([frame(9)]) == 9  # and on it goes
+    w.close()
+    assert [s for s, _ in JournalReader(path).after(0)] == list(range(1, 10))
+
+
+def test_journal_when_one_frame_exceeds_a_segment_then_refused_and_nothing_written(tmp_path, small_segments):
+    path = tmp_path / "j.db"
+    w = JournalWriter(path, after=0)
+    assert w.append([frame(1)]) == 1
+    with pytest.raises(JournalError, match="does not fit"):
+        w.append([frame(2), frame(3, SMALL)])
+    assert w.append([frame(2)]) == 2
+    w.close()
+    assert [s for s, _ in JournalReader(path).after(0)] == [1, 2]
+
+
 @settings(max_examples=40, deadline=None)
-@given(steps=st.lists(st.one_of(st.tuples(st.just("append"), st.lists(st.integers(10, 900), min_size=1, max_size=4)),
+@given(steps=st.lists(st.one_of(st.tuples(st.just("append"), st.lists(st.integers(10, 1500), min_size=1, max_size=8)),
                                 st.tuples(st.just("prune"), st.integers(0, 5)),
                                 st.tuples(st.just("reopen"), st.just(0))), max_size=40))
 def test_journal_any_appends_prunes_and_restarts_then_all_after_the_pruned_point_reads_back(tmp_path_factory, steps):
