@@ -34,6 +34,10 @@ log = logging.getLogger("wojak.engine")
 
 ORDER_KINDS = frozenset({"submit_order", "ingest"})
 PENDING = "PENDING"  # not a decision: nothing was recorded, the sender should retry later
+# A tick stamped further ahead of the engine's clock than this is refused: the newest tick by ts
+# sets the last price, so one stamped a century ahead (a feed's bug) would freeze bands and MTM at
+# its price for good. Exchange feeds and the engine's host keep NTP time, milliseconds apart.
+TICK_MAX_AHEAD_NS = 5_000_000_000
 
 
 @dataclass(slots=True)
@@ -107,9 +111,16 @@ class Engine:
         self.book.roll_day(day, self.store.day_pnl(day))
         for p in self.store.positions():
             self.book.load_position(p.account, p.symbol, PositionState(p.net_qty, p.avg_price, p.realised_pnl))
+        ahead = []
         for symbol, (ltp, ts) in self.store.last_prices().items():
             self.book.ltp[symbol] = ltp
+            if ts > now.ns + TICK_MAX_AHEAD_NS:  # stored before such ticks were refused
+                ahead.append(symbol)
+                ts = now.ns
             self.ltp_ts[symbol] = ts
+        if ahead:
+            log.warning("last prices stamped ahead of the engine clock, now due for the next tick: %s",
+                        ", ".join(sorted(ahead)[:20]))
         settings = self.store.settings()
         self.book.halted = settings.get("halted") == "1"
         self.book.halt_reason = settings.get("halt_reason", "")
@@ -324,6 +335,11 @@ class Engine:
             why = reason(Reason.UNKNOWN_SYMBOL, tick.symbol[:64])
             work.commit.anomalies.append(("tick_rejected", tick.symbol[:64], why, now))
             return Decision("", Status.REJECTED.value, [why], symbol=tick.symbol[:64], ts=now)
+        if tick.ts is not None and tick.ts > now + TICK_MAX_AHEAD_NS:
+            why = reason(Reason.SCHEMA, f"ts is {(tick.ts - now) / 1e9:,.0f}s ahead of the engine clock (at most "
+                                        f"{TICK_MAX_AHEAD_NS // 10**9}s) - at `$.ts`")
+            work.commit.anomalies.append(("tick_rejected", tick.symbol, why, now))
+            return Decision("", Status.REJECTED.value, [why], symbol=tick.symbol, ts=now)
         ts = tick.ts if tick.ts is not None else now
         if ts >= self.ltp_ts.get(tick.symbol, 0):  # a late tick is recorded but does not move the price
             self.ltp_ts[tick.symbol] = ts

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 SIM_DAY = dt.date(2026, 11, 24)  # a Tuesday: expiry day for contracts that expire "today"
 SIM_START = "2026-11-24T14:30:00+05:30"  # after the 14:00 expiry-day cutoff, before the 15:30 close
 SIM_SATURDAY = "2026-11-28T11:00:00+05:30"
+SIM_START_NS = int(dt.datetime.fromisoformat(SIM_START).timestamp()) * 10**9  # at or before the engine's now
 
 DECIDED = frozenset({"FILLED", "FAILED", "REJECTED", "ESCALATED"})
 # [risk] for tests about something else: no limit an order of theirs could reach.

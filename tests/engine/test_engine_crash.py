@@ -21,9 +21,11 @@ from engine import intake, protocol
 from engine.broker.base import BrokerOrder
 from engine.broker.sandbox import SandboxBroker
 from engine.models import Order
-from engine.store.base import Intent
+from engine.models import Tick
+from engine.store.base import CommitBatch, Intent
 from engine.store.sqlite import SqliteStore
-from engine_testkit import DECIDED, NO_LIMITS, codes, one, order, positions, send_ticks, submit, tick, wait_until
+from engine_testkit import (DECIDED, NO_LIMITS, SIM_START_NS, codes, one, order, positions, send_ticks, submit, tick,
+                            wait_until)
 
 
 class Streamer(threading.Thread):
@@ -240,16 +242,47 @@ def test_tick_when_older_than_last_price_after_restart_then_last_price_unchanged
     eng = start_engine("crash-ticks")
     with eng.client() as c:
         assert one(c, order("lt-1", symbol="TICKF", quantity=50, price=100.0, account="late"))["status"] == "FILLED"
-        send_ticks(c, tick("TICKF", 120.0, ts=9_000_000_000_000_000_000))
+        send_ticks(c, tick("TICKF", 120.0))  # stamped now by the engine
     eng.kill()
     eng.start()
     with eng.client() as c:
         assert positions(c, "late")["TICKF"]["ltp"] == 120.0
-        send_ticks(c, tick("TICKF", 90.0, ts=8_000_000_000_000_000_000))  # late: recorded, not the price
+        send_ticks(c, tick("TICKF", 90.0, ts=SIM_START_NS))  # older: recorded, not the price
         live = positions(c, "late")["TICKF"]["ltp"]
     with closing(eng.store()) as s:
         assert s.last_prices()["TICKF"][0] == 120.0
     assert live == 120.0
+    eng.stop()
+
+
+def test_tick_when_stamped_far_ahead_of_the_engine_clock_then_refused_and_the_price_moves_on(start_engine):
+    """A feed's tick stamped a century ahead would be the newest for good, freezing the last price
+    that bands and MTM use: it is refused (SCHEMA, at $.ts). A store holding such a price from
+    before the rule is repaired at start: the next tick moves the price again."""
+    eng = start_engine("future-ticks")
+    century = SIM_START_NS + 100 * 365 * 86_400 * 10**9
+    with eng.client() as c:
+        assert one(c, order("ft-1", symbol="TICKF", quantity=50, price=100.0, account="ft"))["status"] == "FILLED"
+        send_ticks(c, tick("TICKF", 100.0))
+        (refused,) = c.call("tick", [tick("TICKF", 500.0, ts=century)]).results
+        assert refused["status"] == "REJECTED" and codes(refused) == ["SCHEMA"]
+        assert "ahead of the engine clock" in refused["reasons"][0] and "$.ts" in refused["reasons"][0]
+        assert positions(c, "ft")["TICKF"]["ltp"] == 100.0
+        (near,) = c.call("tick", [tick("TICKF", 101.0, ts=SIM_START_NS)]).results  # in the engine's past
+        assert near["status"] == "ACCEPTED"
+        send_ticks(c, tick("TICKF", 102.0))
+        assert positions(c, "ft")["TICKF"]["ltp"] == 102.0
+    eng.stop()
+    with closing(eng.store()) as s:
+        assert any(kind == "tick_rejected" and "ahead" in detail for kind, _, detail, _ in s.anomalies())
+        s.commit(CommitBatch(ticks=[Tick("TICKF", 777.0, century)]))  # as an older engine stored it
+        assert s.last_prices()["TICKF"] == (777.0, century)
+    eng.start()
+    with eng.client() as c:
+        assert positions(c, "ft")["TICKF"]["ltp"] == 777.0
+        send_ticks(c, tick("TICKF", 103.0))
+        assert positions(c, "ft")["TICKF"]["ltp"] == 103.0
+    assert "stamped ahead of the engine clock" in eng.log.read_text()
     eng.stop()
 
 

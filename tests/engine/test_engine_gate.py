@@ -10,7 +10,8 @@ from contextlib import closing
 
 import pytest
 
-from engine_testkit import (codes, market, one, order, positions, send_ticks, submit, tick, wait_until)
+from engine_testkit import (SIM_START_NS, codes, market, one, order, positions, send_ticks, submit, tick,
+                            wait_until)
 
 
 def escalations_delivered(eng) -> dict[str, dict]:
@@ -343,12 +344,13 @@ def test_positions_when_fills_add_reduce_and_flip_then_net_average_and_pnl_corre
 
 def test_tick_when_older_than_last_then_recorded_but_price_unchanged(gate, gate_engine):
     assert one(gate, order("t-late-1", symbol="TICKF", quantity=50, price=123.45, account="late"))["status"] == "FILLED"
-    send_ticks(gate, tick("TICKF", 120.0, ts=9_000_000_000_000_000_000))
-    send_ticks(gate, tick("TICKF", 90.0, ts=8_000_000_000_000_000_000))
+    send_ticks(gate, tick("TICKF", 120.0))  # stamped now by the engine
+    send_ticks(gate, tick("TICKF", 90.0, ts=SIM_START_NS))  # before that
     assert positions(gate, "late")["TICKF"]["ltp"] == 120.0
     with _store(gate_engine) as s:
         assert s.last_prices()["TICKF"][0] == 120.0
-        assert [t.ltp for t in s.ticks("TICKF", limit=2)] == [120.0, 90.0]
+        recorded = s.ticks("TICKF", limit=100)
+        assert recorded[0].ltp == 120.0 and recorded[-1].ltp == 90.0  # newest first; the older one recorded
 
 
 def test_tick_when_symbol_unknown_then_rejected_and_engine_keeps_serving(gate):
