@@ -222,8 +222,12 @@ class Engine:
         if req.msg_ids is not None and len(req.msg_ids) != len(req.items):
             return self._bad_request(work, "msg_ids must be parallel to items", req)
         if req.kind == "set_checkpoint" and not (isinstance(req.args.get("key"), str)
-                                                  and isinstance(req.args.get("value"), str)):
-            return self._bad_request(work, "set_checkpoint needs string args key and value", req)
+                                                  and isinstance(req.args.get("value"), str)
+                                                  and len(req.args["key"]) <= protocol.MAX_CHECKPOINT_KEY
+                                                  and len(req.args["value"]) <= protocol.MAX_CHECKPOINT_VALUE):
+            return self._bad_request(work, f"set_checkpoint needs string args key (at most "
+                                           f"{protocol.MAX_CHECKPOINT_KEY} characters) and value (at most "
+                                           f"{protocol.MAX_CHECKPOINT_VALUE})", req)
         return req
 
     def _bad_request(self, work: _Work, why: str, req: protocol.Request | None = None) -> _BadRequest:

@@ -28,6 +28,9 @@ VERSION = 1
 # its reason are bounded, intake.py), 500 items and the rest of a batch stay under half of that.
 # Sidecars send at most 50 per request; a larger request is refused whole (a bad request, with why).
 MAX_ITEMS = 500
+# A source's checkpoint (a Kinesis shard's sequence number is at most 128 digits), bounded likewise.
+MAX_CHECKPOINT_KEY = 256
+MAX_CHECKPOINT_VALUE = 4096
 KINDS = frozenset({"submit_order", "tick", "ingest", "get_order", "positions", "halt", "resume", "health",
                    "get_checkpoint", "set_checkpoint"})
 

@@ -83,3 +83,15 @@ def test_bad_item_when_recorded_then_its_remains_are_bounded(start_engine):
     assert remains["client_order_id"] == "br-1"  # fields kept in the order sent, while there is room
     assert sum(len(k) + len(v) for k, v in remains.items()) <= MAX_REMAINS_CHARS
     assert len(row[0]) <= 4 * MAX_REMAINS_CHARS + 64
+
+
+def test_set_checkpoint_when_value_oversized_then_refused_with_why_and_a_sane_one_kept(start_engine):
+    eng = start_engine("large-checkpoint")
+    with eng.client() as c:
+        huge = c.call("set_checkpoint", args={"key": "shard-0", "value": "9" * (protocol.MAX_CHECKPOINT_VALUE + 1)})
+        assert not huge.ok and f"at most {protocol.MAX_CHECKPOINT_VALUE}" in huge.error
+        long_key = c.call("set_checkpoint", args={"key": "k" * (protocol.MAX_CHECKPOINT_KEY + 1), "value": "1"})
+        assert not long_key.ok
+        assert c.call("set_checkpoint", args={"key": "shard-0", "value": "4960001"}).ok
+        assert c.call("get_checkpoint", args={"key": "shard-0"}).data == "4960001"
+    assert eng.alive
