@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -48,7 +47,10 @@ class Sink:
             try:
                 self.deliver(e)
                 out.append(None)
-            except (OSError, urllib.error.URLError, ValueError) as err:
+            # Whatever a sink does wrong - refused, timed out, or an endpoint that answers garbage
+            # (http.client raises BadStatusLine, which is no OSError) - is a failed delivery, retried
+            # with backoff; it must never end the worker and leave the outbox undrained.
+            except Exception as err:  # noqa: BLE001
                 out.append(err)
         return out
 

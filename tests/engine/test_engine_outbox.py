@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from contextlib import closing
@@ -181,6 +182,52 @@ def test_outbox_process_when_it_dies_then_the_next_wake_restarts_it_and_nothing_
         store.close()
     assert box.proc is None
     assert [json.loads(line)["escalation_id"] for line in sink.read_text().splitlines()] == ["E-1", "E-2"]
+
+
+def _garbage_http(port: int, answers: list[bytes]) -> socket.socket:
+    """A risk endpoint gone wrong: whatever it is sent, it answers the next of `answers` (the last
+    one from then on) and hangs up."""
+    srv = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        n = 0
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answers[min(n, len(answers) - 1)])
+            n += 1
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_outbox_when_the_endpoint_answers_garbage_then_retried_with_the_error_and_delivered_once_sane(tmp_path):
+    """http.client raises BadStatusLine (no OSError) on a status line that is not HTTP: once that
+    ended the outbox process, which the engine restarted into the same end every 5 s, with nothing
+    recorded. It is a failed delivery like any other: kept, retried with backoff, the error shown."""
+    port = free_port()
+    srv = _garbage_http(port, [b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    store_cfg = StoreSection(path=str(tmp_path / "g.db"))
+    box = OutboxProcess(OutboxJob(store_cfg, EscalationSection(kind="http", url=f"http://127.0.0.1:{port}/esc",
+                                                               timeout_s=2.0), checkpoint=True))
+    store = open_store(store_cfg)
+    try:
+        store.commit(CommitBatch(escalations=[Escalation("E-g", "o-g", "acct", ["MAX_NOTIONAL: x"], {}, 1)]))
+        box.start()
+        box.wake()
+        assert wait_until(lambda: store.counts()["outbox_pending"] == 0, timeout=20)
+        [row] = store.escalations()
+        assert row.delivered_ns and row.attempts == 2
+        assert "BadStatusLine" in row.last_error or "SSH-2.0" in row.last_error, row.last_error
+        assert box.proc.poll() is None and box.restarts == 0  # the process lived through it
+    finally:
+        box.stop()
+        store.close()
+        srv.close()
 
 
 class _CountingEvent(threading.Event):
