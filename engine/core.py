@@ -11,6 +11,7 @@ does both steps in line. The engine knows nothing of sockets or sources.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from engine import intake, protocol
 from engine.broker.base import Broker, BrokerError, BrokerOrder
 from engine.clock import Clock
 from engine.config import Config
-from engine.instruments import Instrument
+from engine.instruments import Instrument, InstrumentError
 from engine.models import Decision, Escalation, Reason, Status, Tick, reason, unrealised_pnl
 from engine.risk.book import Book, PositionState
 from engine.risk.context import Moment
@@ -83,11 +84,13 @@ class _Work:
 
 class Engine:
     def __init__(self, cfg: Config, store: Store, broker: Broker, instruments: dict[str, Instrument],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, master: Callable[[dt.date], dict[str, Instrument]] | None = None) -> None:
+        """master: loads the instrument master for a trading day (see `reload_instruments`)."""
         self.cfg = cfg
         self.store = store
         self.broker = broker
-        self.instruments = instruments
+        self.instruments = instruments  # the gate reads this very dict: reloads replace its contents
+        self._master = master
         self.clock = clock or Clock(cfg.risk.timezone, cfg.engine.simulated_start)
         self.book = Book(refresh_ns=cfg.risk.mtm_refresh_ms * 1_000_000)
         self.gate = Gate(instruments, self.book, cfg.risk)
@@ -385,7 +388,28 @@ class Engine:
     def _roll_day(self, moment: Moment) -> None:
         day = moment.today.isoformat()
         if day != self.book.day:
+            if self.book.day:  # a new trading day while running (not the start): its contracts too
+                self.reload_instruments(moment.today, "new trading day")
             self.book.roll_day(day, self.store.day_pnl(day))
+
+    def reload_instruments(self, day: dt.date | None = None, why: str = "asked") -> bool:
+        """Load the instrument master again (for `day`, by default today): at the start of each
+        trading day, and when asked (SIGHUP) - the exchange lists new contracts every week and new
+        strikes intraday, and an engine that runs for weeks must see them. A master that cannot be
+        loaded leaves the one in use in place (logged): expiries are checked by date either way."""
+        if self._master is None:
+            return False
+        day = day or Moment.at(self.clock, self.cfg.risk).today
+        try:
+            fresh = self._master(day)
+        except InstrumentError as e:
+            log.error("instrument master not reloaded (%s): %s - the %d instruments loaded before stay",
+                      why, e, len(self.instruments))
+            return False
+        self.instruments.clear()
+        self.instruments.update(fresh)
+        log.info("instrument master reloaded (%s): %d instruments for %s", why, len(fresh), day.isoformat())
+        return True
 
     # -- answers ------------------------------------------------------------------------------
     def _answer(self, req: protocol.Request | _BadRequest, answers: list[Any] | None) -> bytes:

@@ -51,8 +51,10 @@ def build(cfg: Config) -> Engine:
     store = open_store(cfg.store, role="engine")
     journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.log"))
     broker = SandboxBroker(journal, cfg.broker.fill_probability, cfg.broker.seed, cfg.broker.latency_ms)
-    instruments = load_instruments(cfg.instruments.path, clock.local().date(), cfg.risk.holidays)
-    return Engine(cfg, store, broker, instruments, clock)
+    def master(day):
+        return load_instruments(cfg.instruments.path, day, cfg.risk.holidays)
+
+    return Engine(cfg, store, broker, master(clock.local().date()), clock, master)
 
 
 def lock_store(cfg: Config, wait_s: float = 30.0) -> int | None:
@@ -88,6 +90,7 @@ class Server:
         self._last_request = 0.0
         self._collected_idle = True
         self.stopping = threading.Event()
+        self.reload_asked = False  # SIGHUP: load the instrument master again, between batches
         self.ctx = zmq.Context.instance()
         self.sock: zmq.Socket | None = None
         self.auth = None
@@ -202,6 +205,7 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         while not self.stopping.is_set():
+            self._reload_if_asked()
             if not poller.poll(1000):
                 self._tend_outbox(time.monotonic())
                 self._gc_idle()
@@ -242,6 +246,7 @@ class Server:
 
         while not (self.stopping.is_set() and not waiting):
             events = dict(poller.poll(100))
+            self._reload_if_asked()
             if writer.sock in events:
                 answer_confirmed()
             if writer.mat_sock in events:
@@ -282,6 +287,15 @@ class Server:
             else:
                 waiting.append((wait_for, envelopes, turn.answers))
             self._count(len(payloads), escalated_before)
+
+    def reload(self, *_: object) -> None:
+        """SIGHUP: the instrument master is loaded again before the next batch."""
+        self.reload_asked = True
+
+    def _reload_if_asked(self) -> None:
+        if self.reload_asked:
+            self.reload_asked = False
+            self.engine.reload_instruments(why="SIGHUP")
 
     def _tend_outbox(self, now: float) -> None:
         """Once a second, busy or idle: an outbox process that died is started again."""
@@ -333,6 +347,8 @@ def run(cfg: Config) -> int:
     server = Server(cfg)
     signal.signal(signal.SIGTERM, server.stop)
     signal.signal(signal.SIGINT, server.stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, server.reload)
     started = time.monotonic()
     try:
         server.serve_forever()
