@@ -12,6 +12,7 @@ a second engine (or a restart while the old writer lives) wait rather than write
 """
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import gc
 import logging
@@ -29,7 +30,7 @@ from engine import curve, protocol
 from engine.broker.sandbox import SandboxBroker
 from engine.config import Config
 from engine.core import Engine, Turn
-from engine.instruments import load as load_instruments
+from engine.instruments import Instrument, load as load_instruments
 from engine.metrics import EngineMetrics
 from engine.outbox import OutboxJob, OutboxProcess
 from engine.store import open_store
@@ -51,7 +52,8 @@ def build(cfg: Config) -> Engine:
     store = open_store(cfg.store, role="engine")
     journal = cfg.broker.journal or str(Path(cfg.store.path).with_name("sandbox-broker.log"))
     broker = SandboxBroker(journal, cfg.broker.fill_probability, cfg.broker.seed, cfg.broker.latency_ms)
-    def master(day):
+
+    def master(day: dt.date) -> dict[str, Instrument]:  # loaded again each trading day and on SIGHUP
         return load_instruments(cfg.instruments.path, day, cfg.risk.holidays)
 
     return Engine(cfg, store, broker, master(clock.local().date()), clock, master)
@@ -338,7 +340,8 @@ class Server:
 
 
 def run(cfg: Config) -> int:
-    """`wojak engine`: serve until SIGTERM/SIGINT, finishing the batch in hand."""
+    """`wojak engine`: serve until SIGTERM/SIGINT, finishing the batch in hand; SIGHUP loads the
+    instrument master again."""
     # The engine's loop shares the GIL with any other thread of the process (the CURVE
     # authenticator, when configured): by default a thread that wants the GIL waits up to 5 ms for
     # the holder to yield it. 0.5 ms bounds that wait. (Escalations are delivered by a process of
