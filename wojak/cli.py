@@ -53,9 +53,15 @@ def cli(log_level: str) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="wojak.toml (defaults if omitted)")
 def engine(config_path: str | None) -> None:
     """Run the engine: a ZeroMQ ROUTER at [engine] endpoint."""
+    from engine.instruments import InstrumentError
     from engine.server import run
 
-    sys.exit(run(_config(config_path)))
+    cfg = _config(config_path)
+    try:
+        code = run(cfg)
+    except InstrumentError as e:  # a missing or malformed master: say which, no traceback
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
 
 
 @cli.command()
