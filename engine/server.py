@@ -123,7 +123,11 @@ class Server:
         path = ipc_path(ec.endpoint)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        sock.bind(ec.endpoint)
+        try:
+            sock.bind(ec.endpoint)
+        except zmq.ZMQError as e:  # taken by another process, or no such address here: say which
+            sock.close(0)
+            raise SystemExit(f"cannot bind [engine] endpoint {ec.endpoint}: {e.strerror}") from None
         self.sock = sock
 
     def serve_forever(self) -> None:

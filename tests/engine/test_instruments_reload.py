@@ -6,11 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 
-from engine_testkit import NO_LIMITS, REPO, SIM_DAY, codes, one, order, wait_until
-from tests.support.engine_proc import write_config
+from engine_testkit import NO_LIMITS, SIM_DAY, codes, one, order, wait_until
 
 NEW = "NEWF"
 
@@ -62,14 +59,3 @@ def test_master_when_a_new_trading_day_starts_then_loaded_again_without_being_as
     assert wait_until(lambda: _instrument_count(eng) == before + 1, timeout=15, interval=0.2)
     assert "instrument master reloaded (new trading day)" in eng.log.read_text()
 
-
-def test_engine_when_its_master_cannot_be_read_then_it_says_which_file_and_exits_1(tmp_path):
-    missing = tmp_path / "master.csv"
-    config = write_config(tmp_path / "wojak.toml", {"engine": {"endpoint": f"ipc://{tmp_path}/e.sock"},
-                                                    "store": {"path": str(tmp_path / "w.db")},
-                                                    "instruments": {"path": str(missing)}})
-    out = subprocess.run([sys.executable, "-m", "wojak.cli", "engine", "--config", str(config)], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1
-    assert f"Error: {missing}: cannot read instrument master" in out.stderr
-    assert "Traceback" not in out.stderr
