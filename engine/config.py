@@ -16,6 +16,7 @@ HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 Pct = Annotated[float, msgspec.Meta(gt=0, le=100)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+AccountName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -87,6 +88,10 @@ class RiskSection(_Section):
     # moves an expiry that falls on one to the trading day before, as NSE does. None are built in:
     # a wrong calendar is worse than none.
     holidays: list[dt.date] = []
+    # The accounts this engine trades for. [] = any account; a list makes it an allowlist: an order
+    # for another account is REJECTED (UNKNOWN_ACCOUNT) - a mistyped account would otherwise be a new
+    # one, with fresh limits of its own - unless it only reduces a position that account holds.
+    accounts: list[AccountName] = []
 
 
 class InstrumentsSection(_Section):

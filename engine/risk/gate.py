@@ -35,6 +35,7 @@ class Gate:
         self.instruments = instruments
         self.book = book
         self.risk = risk
+        self.accounts = frozenset(risk.accounts)  # [] = any account
 
     def evaluate(self, order: Order, now: Moment) -> Verdict:
         book = self.book
@@ -42,7 +43,7 @@ class Gate:
         signed = order.signed_qty()
         net = book.net(order.account, order.symbol)
         reducing = is_reducing(net, signed)
-        bad = validate(order, inst, book, now, self.risk, reducing)
+        bad = validate(order, inst, book, now, self.risk, reducing, self.accounts)
         if bad:
             return Verdict(Status.REJECTED.value, [bad])
         breaches, price = check_limits(order, inst, book, now, self.risk, net, reducing)

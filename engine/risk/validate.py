@@ -1,7 +1,7 @@
 """Step 1 of the gate: validation. The first failing check decides, and the order is REJECTED.
 
 Checks run in this fixed order; each returns a reason string or None:
-schema rules a type cannot say -> UNKNOWN_SYMBOL -> INSTRUMENT_EXPIRED -> QTY_NOT_LOT_MULTIPLE ->
+schema rules a type cannot say -> UNKNOWN_ACCOUNT -> UNKNOWN_SYMBOL -> INSTRUMENT_EXPIRED -> QTY_NOT_LOT_MULTIPLE ->
 PRICE_NOT_TICK_MULTIPLE -> MARKET_CLOSED -> TRADING_HALTED -> ORDER_RATE.
 (DUPLICATE_ID_MISMATCH is decided before any of these, by the idempotency lookup in the engine.)
 """
@@ -25,6 +25,14 @@ def check_shape(order: Order) -> str | None:
         return reason(Reason.SCHEMA, "price: required for a LIMIT order")
     if order.order_type == "MARKET" and order.price is not None:
         return reason(Reason.SCHEMA, "price: not allowed for a MARKET order")
+    return None
+
+
+def check_account(order: Order, accounts: frozenset[str], reducing: bool) -> str | None:
+    """With an allowlist ([risk] accounts), another account is refused - unless the order only
+    reduces a position that account holds (one taken off the list can still close out)."""
+    if accounts and order.account not in accounts and not reducing:
+        return reason(Reason.UNKNOWN_ACCOUNT, f"account={order.account} is not in [risk] accounts")
     return None
 
 
@@ -70,9 +78,9 @@ def check_rate(order: Order, book: Book, now: Moment, risk: RiskSection) -> str 
 
 
 def validate(order: Order, inst: Instrument | None, book: Book, now: Moment, risk: RiskSection,
-             reducing: bool) -> str | None:
+             reducing: bool, accounts: frozenset[str] = frozenset()) -> str | None:
     """The first validation failure, or None. The rate slot is taken only by an order that got there."""
-    bad = check_shape(order)
+    bad = check_shape(order) or check_account(order, accounts, reducing)
     if bad:
         return bad
     if inst is None:

@@ -69,6 +69,31 @@ def test_submit_order_when_market_order_has_price_then_rejected_schema(gate_engi
     assert_rejected(gate_engine, d, "SCHEMA")
 
 
+def test_submit_order_when_account_not_in_allowlist_then_rejected_unknown_account_unless_closing_out(
+        start_engine):
+    eng = start_engine("accounts", risk={"accounts": ["desk-a", "desk-b"]})
+    with eng.client() as c:
+        assert one(c, order("acc-b-open", account="desk-b", quantity=3))["status"] == "FILLED"
+        typo = one(c, order("acc-typo", account="desk-A"))
+        assert_rejected(eng, typo, "UNKNOWN_ACCOUNT")
+        assert "desk-A" in typo["reasons"][0]
+        # an order without an account is for "default", which is not on the list either
+        assert_rejected(eng, one(c, {k: v for k, v in order("acc-none").items() if k != "account"}),
+                        "UNKNOWN_ACCOUNT")
+    assert eng.stop() == 0
+    eng.configure(risk={"accounts": ["desk-a"]})  # desk-b taken off the list, holding 3 long
+    eng.start()
+    with eng.client() as c:
+        assert_rejected(eng, one(c, order("acc-b-add", account="desk-b")), "UNKNOWN_ACCOUNT")
+        assert_rejected(eng, one(c, order("acc-b-flip", account="desk-b", side="SELL", quantity=4)),
+                        "UNKNOWN_ACCOUNT")
+        assert one(c, order("acc-b-close", account="desk-b", side="SELL", quantity=3))["status"] == "FILLED"
+        assert positions(c, "desk-b")["LOTF"]["net_qty"] == 0
+        assert_rejected(eng, one(c, order("acc-b-again", account="desk-b", side="SELL")), "UNKNOWN_ACCOUNT")
+        assert one(c, order("acc-a", account="desk-a"))["status"] == "FILLED"
+    eng.stop()
+
+
 def test_submit_order_when_symbol_unknown_then_rejected_unknown_symbol(gate_engine, gate):
     d = one(gate, order("v-unknown-1", symbol="NOSUCHFUT"))
     assert_rejected(gate_engine, d, "UNKNOWN_SYMBOL")

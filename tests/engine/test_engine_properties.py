@@ -16,6 +16,7 @@ from engine.config import Config, ConfigError, RiskSection, loads
 from engine.instruments import Instrument
 from engine.models import Order
 from engine.risk.book import Book, PositionState
+from engine.risk.gate import Gate
 from engine.risk.context import Moment
 from engine.risk.validate import check_expiry
 from engine.risk.limits import is_reducing, slices
@@ -110,6 +111,35 @@ def test_check_expiry_when_contract_expires_today_then_expired_from_the_close(hh
     now = Moment.at(Clock(risk.timezone, f"2026-11-24T{hhmm}:00+05:30"), risk)
     inst = Instrument("X", "IDX", "CE", dt.date(2026, 11, 24), 100.0, 50, 5, 1001)
     assert (check_expiry(inst, now) is not None) == expired
+
+
+# ---------------------------------------------------------------------------------------------
+# the account allowlist ([risk] accounts), through the gate
+
+NAMES = st.sampled_from(["a", "b", "c", "default"])
+
+
+@PROPS
+@given(allowed=st.lists(NAMES, max_size=3, unique=True), account=NAMES,
+       held=st.integers(-3, 3), side=st.sampled_from(["BUY", "SELL"]), lots=st.integers(1, 4))
+def test_gate_when_allowlist_set_then_other_accounts_rejected_unless_only_reducing(allowed, account, held, side,
+                                                                                  lots):
+    risk = RiskSection(accounts=allowed, max_orders_per_second=1000)
+    now = Moment.at(Clock(risk.timezone, "2026-11-24T10:00:00+05:30"), risk)
+    inst = Instrument("X", "IDX", "FUT", dt.date(2026, 12, 29), None, 50, 5, 1801)
+    book = Book(ltp={"X": 100.0})
+    if held:
+        book.load_position(account, "X", PositionState(held * 50, 100.0))
+    o = Order(client_order_id="o1", symbol="X", side=side, quantity=lots * 50, price=100.0, account=account)
+    verdict = Gate({"X": inst}, book, risk).evaluate(o, now)
+    reducing = is_reducing(held * 50, o.signed_qty())
+    refused = bool(allowed) and account not in allowed and not reducing
+    assert (verdict.status == "REJECTED" and verdict.reasons[0].startswith("UNKNOWN_ACCOUNT")) == refused
+    if refused:  # decided before anything is counted: no rate slot taken, nothing pending
+        a = book.accounts.get(account)
+        assert a is None or (not a.rate and all(not line.pending for line in a.lines.values()))
+    else:  # the other checks decide as before (here: all pass)
+        assert verdict.status == "SEND", verdict
 
 
 # ---------------------------------------------------------------------------------------------
