@@ -177,7 +177,7 @@ class Engine:
             between()
         self.book.end_batch()
         record_book_changes(self.book, work.touched, work.commit)
-        return self._turn(work, [self._answer(r, a) for r, a in zip(requests, answers)])
+        return self._turn(work, [self._answer(r, a, work) for r, a in zip(requests, answers)])
 
     def _turn(self, work: _Work, answers: list[bytes]) -> Turn:
         if work.commit.empty():
@@ -412,19 +412,17 @@ class Engine:
         return True
 
     # -- answers ------------------------------------------------------------------------------
-    def _answer(self, req: protocol.Request | _BadRequest, answers: list[Any] | None) -> bytes:
+    def _answer(self, req: protocol.Request | _BadRequest, answers: list[Any] | None, work: _Work) -> bytes:
         if isinstance(req, _BadRequest):
             return protocol.encode(protocol.Response(id=req.id, ok=False, error=req.error))
         if answers is not None:
             return protocol.encode(protocol.Response(id=req.id, results=[_final(a) for a in answers]))
-        return protocol.encode(protocol.Response(id=req.id, data=self._read(req)))
+        return protocol.encode(protocol.Response(id=req.id, data=self._read(req, work)))
 
-    def _read(self, req: protocol.Request) -> Any:
+    def _read(self, req: protocol.Request, work: _Work) -> Any:
         k = req.kind
         if k == "get_order":  # answered after this batch's commit, so a decision in flight is durable then
-            coid = str(req.args.get("client_order_id", ""))
-            mem = self.inflight.get(coid)
-            d = mem.decision if mem is not None else self.store.get_decision(coid)
+            d = self._decision_of(str(req.args.get("client_order_id", "")), work)
             return msgspec.to_builtins(d) if d else None
         if k == "positions":
             return self.positions(req.args.get("account"))
@@ -438,6 +436,14 @@ class Engine:
         return {"ok": True, "halted": self.book.halted, "halt_reason": self.book.halt_reason,
                 "instruments": len(self.instruments),
                 "decisions": dict(self.stats)}
+
+    def _decision_of(self, coid: str, work: _Work) -> Decision | None:
+        """The id's decision as this batch leaves it: decided in this batch (its Known or _Slot),
+        else in a batch whose commit is not confirmed yet, else the store's."""
+        for mem in (work.seen.get(coid), self.inflight.get(coid)):
+            if mem is not None and mem.decision is not None:
+                return mem.decision
+        return self.store.get_decision(coid)
 
     def positions(self, account: str | None = None) -> list[dict]:
         out = []

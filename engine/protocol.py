@@ -14,7 +14,9 @@ A request names its kind and carries a batch of items:
                   Kinesis shard's last answered sequence number), kept in the engine's store
 
 The answer carries the request's `id`, so a DEALER may keep many requests in flight. An item the
-engine cannot parse is still answered, in its place, by a REJECTED/SCHEMA decision.
+engine cannot parse is still answered, in its place, by a REJECTED/SCHEMA decision. Requests are
+answered in the order sent, each after its batch commits; a read (`get_order`, `positions`) sees
+every request sent before it on the same connection, also when the two share a batch.
 """
 from __future__ import annotations
 
