@@ -94,7 +94,7 @@ def local(config_path: str | None, demo: bool) -> None:
 @click.option("--source", type=click.Choice([s for s in SOURCES if s != "http"]), default=None,
               help="Instead: a source sidecar end to end through its real server (started here).")
 def bench(orders: int, window: int, batch: int, tick_every: int, keep: bool, source: str | None) -> None:
-    """Benchmark the real path: DEALER -> ZeroMQ -> engine -> risk -> sandbox -> SQLite FULL -> answer."""
+    """Benchmark the real path: DEALER -> ZeroMQ -> engine -> risk -> sandbox -> durable commit -> answer."""
     if source:
         # The source benchmarks start their servers with the test suite's launchers (tests/support),
         # so they run from a checkout of the repository: put its root on the path.
