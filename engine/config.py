@@ -16,6 +16,7 @@ HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 Pct = Annotated[float, msgspec.Meta(gt=0, le=100)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+CouchbaseName = Annotated[str, msgspec.Meta(min_length=1, max_length=251, pattern=r"^[A-Za-z0-9][A-Za-z0-9_%\-]*$")]
 AccountName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
 
@@ -56,6 +57,17 @@ class StoreSection(_Section):
     username_env: str = "WOJAK_COUCHBASE_USERNAME"
     password_env: str = "WOJAK_COUCHBASE_PASSWORD"
     bucket: str = "wojak"
+    # The scope this engine writes (one writer per scope; the platform gives each cloud its own,
+    # as XDCR replicates the bucket both ways). Couchbase's rules: letters, digits, _ - %.
+    scope: CouchbaseName = "wojak"
+    # Create the scope, its collections and indexes at start where missing. Needs a user allowed to
+    # manage them: off by default (least privilege; `CouchbaseStore.ensure_schema` at deployment).
+    create_schema: bool = False
+    # Writer lease (Couchbase; engine/store/lease.py): one engine writes a scope at a time, the
+    # others stand by and take over when it lapses. The holder renews every third of this and stops
+    # itself once it has gone half of it unrenewed - early enough that its last write lands while
+    # the lease still holds. A clean stop hands the lease over at once.
+    lease_ttl_s: Annotated[int, msgspec.Meta(ge=45, le=600)] = 60
 
 
 class BrokerSection(_Section):

@@ -433,7 +433,7 @@ class Engine:
             return True
         if k in ("halt", "resume"):
             return {"halted": self.book.halted, "reason": self.book.halt_reason}
-        return {"ok": True, "halted": self.book.halted, "halt_reason": self.book.halt_reason,
+        return {"ok": True, "standby": False, "halted": self.book.halted, "halt_reason": self.book.halt_reason,
                 "instruments": len(self.instruments),
                 "decisions": dict(self.stats)}
 

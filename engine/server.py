@@ -8,7 +8,11 @@ it is durable, so the process may be killed at any instant: a sidecar resends wh
 flight, and the engine's idempotency answers the resend from the store.
 
 One engine per store: an exclusive lock on `<store>.lock`, held by the engine and its writer, makes
-a second engine (or a restart while the old writer lives) wait rather than write beside it.
+a second engine (or a restart while the old writer lives) wait rather than write beside it. A
+shared store (Couchbase) has a writer lease instead (engine/store/lease.py): an engine that does
+not hold it stands by - bound, answering `health` as a standby and refusing everything else
+(`STANDBY`, so the source redelivers to the engine that holds it) - and takes over when it lapses
+or is handed over; the holder stops (exit 1) the moment it cannot prove it still holds it.
 """
 from __future__ import annotations
 
@@ -34,11 +38,13 @@ from engine.instruments import Instrument, load as load_instruments
 from engine.metrics import EngineMetrics
 from engine.outbox import OutboxJob, OutboxProcess
 from engine.store import open_store
+from engine.store.lease import LeaseLost, LeaseUnavailable, WriterLease
 from engine.store.writer import StoreWriter, WriterError
 
 log = logging.getLogger("wojak.engine")
 
 SWITCH_INTERVAL_S = 0.0005  # see run()
+STANDBY = "STANDBY"  # the error a standby engine refuses requests with (sidecars pause on it)
 # A plain int: send_multipart combines pyzmq's flag enums for every part, 2.5 us an answer against
 # 1.1 us for two sends like this (measured in process).
 _SNDMORE = int(zmq.SNDMORE)
@@ -83,10 +89,12 @@ def ipc_path(endpoint: str) -> Path | None:
 
 
 class Server:
-    def __init__(self, cfg: Config, engine: Engine | None = None) -> None:
+    def __init__(self, cfg: Config, engine: Engine | None = None, lease: WriterLease | None = None) -> None:
         self.cfg = cfg
         self.lock_fd = lock_store(cfg)
         self.engine = engine or build(cfg)
+        make_lease = getattr(self.engine.store, "writer_lease", None)  # a shared store's (Couchbase)
+        self.lease = lease or (make_lease(cfg.store.lease_ttl_s) if make_lease is not None else None)
         self.writer: StoreWriter | None = None
         self._escalated = False
         self._last_request = 0.0
@@ -131,10 +139,16 @@ class Server:
         self.sock = sock
 
     def serve_forever(self) -> None:
+        if self.lease is not None:
+            self.bind()
+            if not self._stand_by():  # stopped before it took the lease
+                self.close()
+                return
         self.engine.start()
         if self.cfg.store.writer == "process":
             self.writer = StoreWriter(self.cfg.store, pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
-        self.bind()
+        if self.sock is None:
+            self.bind()
         self.outbox.start()
         if self.cfg.engine.metrics_port:
             self.metrics = EngineMetrics(self)
@@ -150,6 +164,31 @@ class Server:
                 self._serve_inline()
         finally:
             self.close()
+
+    # -- the writer lease (a shared store) ----------------------------------------------------
+    def _stand_by(self) -> bool:
+        """Until this engine holds the writer lease: `health` answers as a standby, anything else is
+        refused with STANDBY (nothing is decided or recorded here: the source redelivers it to the
+        engine that holds the lease). True once taken; False if stopped first."""
+        lease, said = self.lease, ""
+        while not self.stopping.is_set():
+            try:
+                if lease.try_acquire():
+                    if said:
+                        log.info("writer lease taken: this engine takes over")
+                    return True
+                holder = lease.record.holder() or "an engine whose lease is lapsing"
+            except LeaseUnavailable as e:
+                holder = f"unknown (the store did not answer: {e})"
+            if holder != said:
+                log.info("standing by: the writer lease of the store is held by %s", holder)
+                said = holder
+            deadline = time.monotonic() + 1.0
+            while not self.stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+                if self.sock.poll(left * 1000):
+                    envelopes, payloads = self._take()
+                    self._send(envelopes, [_standby_answer(p, holder) for p in payloads])
+        return False
 
     # -- garbage collection ------------------------------------------------------------------
     # The hot path creates no reference cycles (tests/engine/test_engine_gc.py holds it to that):
@@ -213,7 +252,7 @@ class Server:
         while not self.stopping.is_set():
             self._reload_if_asked()
             if not poller.poll(1000):
-                self._tend_outbox(time.monotonic())
+                self._tend(time.monotonic())
                 self._gc_idle()
                 continue
             envelopes, payloads = self._take()
@@ -261,7 +300,7 @@ class Server:
                     self._escalated = False
                     self.outbox.wake()
             if not events:
-                self._tend_outbox(time.monotonic())
+                self._tend(time.monotonic())
                 if waiting:
                     writer.check_alive()
                 elif time.monotonic() - self._last_request > 1.0:
@@ -303,8 +342,11 @@ class Server:
             self.reload_asked = False
             self.engine.reload_instruments(why="SIGHUP")
 
-    def _tend_outbox(self, now: float) -> None:
-        """Once a second, busy or idle: an outbox process that died is started again."""
+    def _tend(self, now: float) -> None:
+        """After every batch and every idle second: the writer lease kept (LeaseLost stops the
+        engine); once a second, an outbox process that died is started again."""
+        if self.lease is not None:
+            self.lease.keep()
         if now - self._outbox_checked >= 1.0:
             self._outbox_checked = now
             self.outbox.ensure_running()
@@ -313,7 +355,7 @@ class Server:
         self.batches += 1
         self.requests += requests
         self._last_request = time.monotonic()
-        self._tend_outbox(self._last_request)
+        self._tend(self._last_request)
         self._gc_turn()
         if self.engine.stats["ESCALATED"] != escalated_before:
             self._escalated = True
@@ -336,11 +378,25 @@ class Server:
             self.sock = None
         if self.auth is not None:
             self.auth.stop()
+        if self.lease is not None:  # after the writer's last commit: a standby may take over now
+            self.lease.release()
         self.engine.store.close()
         self.engine.broker.close()
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
+
+
+def _standby_answer(payload: bytes, holder: str) -> bytes:
+    """A standby's answer: `health` says so; anything else is refused, to be redelivered."""
+    try:
+        req = protocol.decode_request(payload)
+    except Exception:  # noqa: BLE001 - garbage gets the same refusal, under no id
+        req = None
+    if req is not None and req.kind == "health":
+        return protocol.encode(protocol.Response(id=req.id, data={"ok": True, "standby": True, "lease_holder": holder}))
+    return protocol.encode(protocol.Response(id=req.id if req is not None else 0, ok=False,
+                                             error=f"{STANDBY}: another engine writes this store ({holder})"[:300]))
 
 
 def run(cfg: Config) -> int:
@@ -361,6 +417,10 @@ def run(cfg: Config) -> int:
         server.serve_forever()
     except WriterError as e:
         log.error("engine stopping: %s (nothing unconfirmed was answered; a restart recovers)", e)
+        return 1
+    except LeaseLost as e:
+        log.error("engine stopping: %s (nothing unconfirmed was answered; the engine that holds the lease "
+                  "takes over)", e)
         return 1
     log.info("engine stopped after %.1fs: %d requests in %d batches", time.monotonic() - started,
              server.requests, server.batches)

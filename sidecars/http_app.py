@@ -5,7 +5,7 @@
     GET  /v1/orders/{id}      the decision      -> 200 | 404
     GET  /v1/positions        positions with P&L (?account=)
     POST /v1/halt, /v1/resume kill switch, `Authorization: Bearer <token>` -> 200 | 401
-    GET  /healthz             engine reachable? -> 200 | 503
+    GET  /healthz             engine reachable and deciding? -> 200 | 503 (unreachable, or standby)
     GET  /metrics             Prometheus text
 
 Status codes are the contract a client retries on: 503 always carries `Retry-After` and means no
@@ -229,6 +229,10 @@ class HttpSidecar:
             data = await self.bridge.request("health", timeout_s=min(2.0, self.bridge.timeout_s))
         except EngineUnavailable as e:
             return JSONResponse({"engine": "unreachable", "endpoint": self.link.endpoint, "detail": str(e)}, 503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        if data.get("standby"):  # another engine holds the store: a load balancer should send orders there
+            return JSONResponse({"engine": "standby", "endpoint": self.link.endpoint,
+                                 "lease_holder": data.get("lease_holder")}, 503,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         return JSONResponse({"engine": "up", "endpoint": self.link.endpoint, "halted": data.get("halted"),
                              "in_flight": self.link.in_flight})

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from typing import Callable, TypeVar
 
 from prometheus_client import start_http_server
 
 from engine.config import Config
 from sidecars.link import EngineLink
-from sidecars.runtime import Runner, Source
+from sidecars.runtime import Runner, Source, wait_for_engine
 from sidecars.settings import SettingsError, engine_endpoint, env, window
 
 log = logging.getLogger("wojak.sidecar")
@@ -33,9 +35,20 @@ def run_source(cfg: Config, make_source: Callable[[], Source], receive_max: int 
     if port:
         start_http_server(port, addr=env("WOJAK_METRICS_ADDR", "127.0.0.1"))
     link = EngineLink(engine_endpoint(cfg), window=window())
+    # The source is made once the engine decides: a consumer that joined its group (Kafka) and then
+    # did not poll would hold its partitions unread until the broker evicted it.
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    if not wait_for_engine(link, stopping, "sidecar"):
+        link.close()
+        return 0
     source = make_source()
     runner = Runner(source, link, receive_max=receive_max)
+    runner.engine_deciding = True
     runner.install_signal_handlers()
+    if stopping.is_set():  # a signal between the wait and the runner's own handlers
+        runner.stop()
     log.info("%s sidecar forwarding to %s (window %d)", source.name, link.endpoint, link.window)
     try:
         return runner.run()

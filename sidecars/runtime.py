@@ -10,6 +10,11 @@ answer says:
 All three are called on the adapter's own thread (the one running `Runner.run`), never before the
 engine's answer for that message, so a crash at any instant leaves the message at the broker.
 Graceful drain (SIGTERM): stop receiving, settle what comes back, requeue what does not, exit 0.
+
+Only an engine that decides is fed: the runner receives nothing until its engine answers `health`
+as the store's writer, and stops receiving while the engine stands by (another engine holds the
+store's writer lease: it refuses everything with STANDBY). Fed anyway, a standby would hand every
+message straight back to the broker, which would deliver it to this sidecar again, in a loop.
 """
 from __future__ import annotations
 
@@ -23,9 +28,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecars import metrics
-from sidecars.link import EngineLink, Outcome
+from sidecars.link import EngineLink, LinkClosed, Outcome
 
 log = logging.getLogger("wojak.sidecar")
+
+STANDBY = "STANDBY"  # engine/server.py: the error a standby engine refuses requests with
+
+
+def engine_deciding(link: EngineLink, timeout_s: float = 1.0) -> bool:
+    """True if the engine answers `health` and is not standing by."""
+    try:
+        resp = link.request("health", timeout=timeout_s)
+    except (TimeoutError, LinkClosed):
+        return False
+    return bool(resp.ok and not (resp.data or {}).get("standby"))
+
+
+def wait_for_engine(link: EngineLink, stopping: threading.Event, what: str) -> bool:
+    """Block until the engine decides (True) or `stopping` is set (False), logging why it waits."""
+    said = False
+    while not stopping.is_set():
+        if engine_deciding(link):
+            if said:
+                log.info("%s: the engine at %s decides now", what, link.endpoint)
+            return True
+        if not said:
+            log.info("%s waits for the engine at %s (not answering, or standing by)", what, link.endpoint)
+            said = True
+        stopping.wait(1.0)
+    return False
 
 
 @dataclass(slots=True)
@@ -90,6 +121,8 @@ class Runner:
         self._pending: dict[int, _Pending] = {}
         self._seq = 0
         self.settled = {"ack": 0, "requeue": 0, "dead_letter": 0}
+        self.engine_deciding = False  # receive nothing until the engine says it decides
+        self._engine_checked = 0.0
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -102,6 +135,10 @@ class Runner:
         try:
             while not self.stopping.is_set():
                 self._settle_done(block=False)
+                if not self._engine_ready():  # the source still hears from us (leases of what is in flight)
+                    self._settle_done(block=True, timeout=0.2)
+                    self.source.heartbeat([p.msg for p in self._pending.values()])
+                    continue
                 room = self.link.free()
                 if room <= 0:  # window full: the source still hears from us (leases, backpressure)
                     self._settle_done(block=True, timeout=0.05)
@@ -119,6 +156,20 @@ class Runner:
             return self._drain()
         finally:
             self.source.close()
+
+    def _engine_ready(self) -> bool:
+        """Whether to receive: yes once the engine has said it decides, until it refuses with
+        STANDBY; asked again at most once a second meanwhile."""
+        if self.engine_deciding:
+            return True
+        now = time.monotonic()
+        if now - self._engine_checked < 1.0:
+            return False
+        self._engine_checked = now
+        self.engine_deciding = engine_deciding(self.link)
+        if self.engine_deciding:
+            log.info("%s: the engine at %s decides: receiving", self.source.name, self.link.endpoint)
+        return self.engine_deciding
 
     def _forward(self, m: Message) -> None:
         self._seq += 1
@@ -160,6 +211,10 @@ class Runner:
         try:
             if not all(o.recorded for o in outcomes):
                 why = next((o.error or o.decision.get("status", "") for o in outcomes if not o.recorded), "")
+                if why.startswith(STANDBY) and self.engine_deciding:
+                    self.engine_deciding = False
+                    self._engine_checked = time.monotonic()
+                    log.warning("%s: the engine stands by (%s): receiving paused", self.source.name, why)
                 self.source.requeue(msg, why or "no decision")
                 self.settled["requeue"] += 1
                 metrics.settled(self.source.name, "requeue", latency)

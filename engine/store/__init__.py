@@ -14,4 +14,4 @@ def open_store(cfg: StoreSection, role: str = "reader") -> Store:
         return SqliteStore(cfg.path, role=role)
     from engine.store.couchbase import CouchbaseStore
 
-    return CouchbaseStore.from_config(cfg)
+    return CouchbaseStore.from_config(cfg, role)

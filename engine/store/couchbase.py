@@ -17,6 +17,7 @@ Layout. One scope per writer (default `wojak`) in the bucket, one collection per
     checkpoints  key                          {key, value}
     anomalies    ts|n|digest                  {kind, client_order_id, detail, ts, seq}
     journal      "last"                       the last commit batch, msgpack (binary, not queried)
+    lease        "writer"                     {holder}, expiring: the writer lease (engine/store/lease.py)
 
 Key parts are percent-quoted (`doc_key`), so `|` never appears inside a part and keys are injective;
 a key that would pass Couchbase's 250-byte limit becomes a SHA-256 digest. Every document id is a
@@ -87,17 +88,20 @@ from couchbase.exceptions import (AmbiguousTimeoutException, AuthenticationExcep
 from couchbase.management.options import CreatePrimaryQueryIndexOptions, CreateQueryIndexOptions
 from couchbase.n1ql import QueryScanConsistency
 from couchbase.options import (ClusterOptions, ClusterTimeoutOptions, GetOptions, InsertMultiOptions,
-                               MutateInOptions, QueryOptions, RemoveOptions, UpsertMultiOptions, UpsertOptions)
+                               InsertOptions, MutateInOptions, QueryOptions, RemoveOptions, ReplaceOptions,
+                               UpsertMultiOptions, UpsertOptions)
 from couchbase import subdocument as SD
 from couchbase.transcoder import RawBinaryTranscoder
 
 from engine.config import StoreSection
 from engine.models import Decision, Escalation, Tick, Trade
 from engine.store.base import CommitBatch, EscalationState, Intent, Known, OutboxItem, PositionRow
+from engine.store.lease import LeaseLost, LeaseUnavailable, WriterLease
 
 SCOPE = "wojak"
 COLLECTIONS = ("orders", "trades", "positions", "day_pnl", "ticks", "last_prices", "outbox", "settings",
-               "checkpoints", "anomalies", "journal")
+               "checkpoints", "anomalies", "journal", "lease")
+LEASE_KEY = "writer"
 JOURNAL_KEY = "last"
 MAX_KEY_BYTES = 250  # Couchbase's document id limit
 JOURNAL_CHUNK = 16 * 1024 * 1024  # below the 20 MiB document limit, with room for metadata
@@ -314,9 +318,13 @@ class CouchbaseStore:
             raise
 
     @classmethod
-    def from_config(cls, cfg: StoreSection) -> "CouchbaseStore":
-        """Connection string and credentials from the env vars that [store] names; never from the file."""
-        return cls(_env(cfg.connstr_env), _env(cfg.username_env), _env(cfg.password_env), bucket=cfg.bucket)
+    def from_config(cls, cfg: StoreSection, role: str = "reader") -> "CouchbaseStore":
+        """Connection string and credentials from the env vars that [store] names; never from the file.
+        The engine creates the schema first when [store] create_schema says so."""
+        connstr, user, password = _env(cfg.connstr_env), _env(cfg.username_env), _env(cfg.password_env)
+        if cfg.create_schema and role == "engine":
+            ensure_schema(connstr, user, password, cfg.bucket, cfg.scope)
+        return cls(connstr, user, password, bucket=cfg.bucket, scope=cfg.scope)
 
     @classmethod
     def from_env(cls, scope: str | None = None, create_schema: bool = True) -> "CouchbaseStore":
@@ -335,6 +343,10 @@ class CouchbaseStore:
     def ensure_schema(self) -> None:
         """Create this store's scope, collections and indexes where missing (idempotent)."""
         _create_schema(self.bucket, self.scope_name)
+
+    def writer_lease(self, ttl_s: int, holder: str | None = None) -> WriterLease:
+        """The lease that makes this process the scope's one writer (see engine/store/lease.py)."""
+        return WriterLease(_LeaseDocument(self.c["lease"], self._durable, ttl_s), ttl_s, holder)
 
     # -- hot path -----------------------------------------------------------------------------
     def lookup(self, client_order_ids: Sequence[str]) -> dict[str, Known]:
@@ -627,6 +639,62 @@ def _env(name: str) -> str:
     return value
 
 
+class _LeaseDocument:
+    """The writer lease as one document with an expiry: created if absent, replaced and removed by
+    CAS, durably (a lease lost in a failover could be granted twice). A renewal waits at most a
+    sixth of the lease, so a hanging one still leaves the holder time to stop itself."""
+
+    def __init__(self, collection: Any, durability: Any, ttl_s: int) -> None:
+        self.c = collection
+        self.durability = durability
+        self.timeout = timedelta(seconds=max(1.0, ttl_s / 6))
+
+    def create(self, holder: str, ttl_s: int) -> object | None:
+        try:
+            with _lease_errors("take the writer lease"):
+                return self.c.insert(LEASE_KEY, {"holder": holder}, InsertOptions(
+                    expiry=timedelta(seconds=ttl_s), durability=self.durability, timeout=self.timeout)).cas
+        except DocumentExistsException:
+            return None
+
+    def replace(self, version: object, holder: str, ttl_s: int) -> object:
+        try:
+            with _lease_errors("renew the writer lease"):
+                return self.c.replace(LEASE_KEY, {"holder": holder}, ReplaceOptions(
+                    cas=version, expiry=timedelta(seconds=ttl_s), durability=self.durability,
+                    timeout=self.timeout)).cas
+        except (CasMismatchException, DocumentNotFoundException) as e:
+            raise LeaseLost(f"the writer lease is another engine's now ({self.holder() or 'lapsed'}): "
+                            f"{type(e).__name__}") from e
+
+    def remove(self, version: object) -> None:
+        try:
+            self.c.remove(LEASE_KEY, RemoveOptions(cas=version, durability=self.durability, timeout=self.timeout))
+        except (CasMismatchException, DocumentNotFoundException):
+            pass  # lapsed already, or another's: not ours to remove
+
+    def holder(self) -> str | None:
+        try:
+            with _lease_errors("read the writer lease"):
+                return str(self.c.get(LEASE_KEY, GetOptions(timeout=self.timeout)).content_as[dict].get("holder"))
+        except DocumentNotFoundException:
+            return None
+
+
+@contextmanager
+def _lease_errors(what: str) -> Iterator[None]:
+    """No answer in time is LeaseUnavailable (tried again); anything else but the outcomes the
+    lease handles itself is a StoreError."""
+    try:
+        yield
+    except (DocumentExistsException, DocumentNotFoundException, CasMismatchException):
+        raise
+    except _UNAVAILABLE as e:
+        raise LeaseUnavailable(f"couchbase: {what}: no answer in time ({_short(e)})") from e
+    except CouchbaseException as e:
+        raise StoreError(f"couchbase: {what}: {_short(e)}") from e
+
+
 def ensure_schema(connstr: str, username: str, password: str, bucket: str = "wojak", scope: str = SCOPE,
                   connect_timeout_s: float = 5.0) -> None:
     """Create the scope, collections and indexes where missing (idempotent); the bucket must exist.
@@ -659,8 +727,8 @@ def _create_schema(bucket: Any, scope: str) -> None:
                 pass
     sc = bucket.scope(scope)
     for name in COLLECTIONS:
-        if name == "journal":
-            continue  # binary, read by key only
+        if name in ("journal", "lease"):
+            continue  # read by key only
         with _errors(f"create primary index on {scope}.{name}"):
             sc.collection(name).query_indexes().create_primary_index(
                 CreatePrimaryQueryIndexOptions(ignore_if_exists=True))

@@ -374,3 +374,34 @@ def test_checkpoint_when_set_then_read_back_and_overwritten(store, u):
     store.set_checkpoint(f"{u}/shard-0", "4960000000000000000002")
     assert store.get_checkpoint(f"{u}/shard-0") == "4960000000000000000002"
     assert store.get_checkpoint(f"{u}/shard-1") == "7"
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer lease: Couchbase's (SQLite's store is one engine's by a file lock, engine/server.py)
+
+
+@pytest.mark.parametrize("store", ["couchbase"], indirect=True)
+def test_writer_lease_when_two_engines_share_a_scope_then_one_holds_it_until_it_hands_it_over(store):
+    from engine.store.lease import LeaseLost
+
+    a, b = store.writer_lease(45, holder="contract-a"), store.writer_lease(45, holder="contract-b")
+    try:
+        assert a.try_acquire()
+        assert not b.try_acquire()
+        assert a.record.holder() == "contract-a"
+        first = a.version
+        a.renewed_at -= 16  # a third of the lease ago: due
+        a.keep()
+        assert a.version != first and a.record.holder() == "contract-a"
+        stale = store.writer_lease(45, holder="contract-a")
+        stale.version = first  # an old version removes nothing
+        stale.release()
+        assert not b.try_acquire()
+        a.release()
+        assert b.try_acquire() and b.record.holder() == "contract-b"
+        a.version, a.renewed_at = first, a.clock() - 16  # a holder that missed the handover
+        with pytest.raises(LeaseLost):
+            a.keep()
+    finally:
+        a.release()
+        b.release()

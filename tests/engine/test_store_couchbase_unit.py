@@ -206,3 +206,86 @@ def test_newest_prices_when_ticks_out_of_order_then_latest_time_wins():
 def test_schema_when_listed_then_every_index_names_a_collection():
     assert {c for c, *_ in cb.INDEXES} <= set(cb.COLLECTIONS)
     assert len({name for _, name, *_ in cb.INDEXES}) == len(cb.INDEXES)
+
+
+# -- the writer lease's document, over a stand-in for the SDK's collection ---------------------------
+class _Result:
+    def __init__(self, cas: int, doc: dict | None = None) -> None:
+        self.cas = cas
+        self.content_as = {dict: doc}
+
+
+class _LeaseCollection:
+    """What the SDK's collection does for one key: insert-if-absent, replace/remove by CAS, or raise
+    what the test says (a timeout)."""
+
+    def __init__(self) -> None:
+        self.doc: tuple[dict, int] | None = None
+        self.cas = 0
+        self.fail: Exception | None = None
+        self.seen: list[tuple[str, object]] = []
+
+    def _check(self, op: str, opts: object) -> None:
+        self.seen.append((op, opts))
+        if self.fail is not None:
+            raise self.fail
+
+    def insert(self, key, doc, opts):
+        self._check("insert", opts)
+        if self.doc is not None:
+            raise cb.DocumentExistsException()
+        self.cas += 1
+        self.doc = (doc, self.cas)
+        return _Result(self.cas)
+
+    def replace(self, key, doc, opts):
+        self._check("replace", opts)
+        if self.doc is None:
+            raise cb.DocumentNotFoundException()
+        if opts["cas"] != self.doc[1]:
+            raise cb.CasMismatchException()
+        self.cas += 1
+        self.doc = (doc, self.cas)
+        return _Result(self.cas)
+
+    def remove(self, key, opts):
+        self._check("remove", opts)
+        if self.doc is None:
+            raise cb.DocumentNotFoundException()
+        if opts["cas"] != self.doc[1]:
+            raise cb.CasMismatchException()
+        self.doc = None
+
+    def get(self, key, opts):
+        self._check("get", opts)
+        if self.doc is None:
+            raise cb.DocumentNotFoundException()
+        return _Result(self.doc[1], self.doc[0])
+
+
+def test_lease_document_when_sdk_answers_then_mapped_to_the_lease_protocol():
+    from engine.store.lease import LeaseLost, LeaseUnavailable
+
+    col = _LeaseCollection()
+    doc = cb._LeaseDocument(col, None, ttl_s=60)
+    v1 = doc.create("engine-a", 60)
+    assert v1 == 1 and doc.holder() == "engine-a"
+    assert doc.create("engine-b", 60) is None  # exists: held
+    opts = col.seen[0][1]
+    assert opts["expiry"].total_seconds() == 60 and opts["timeout"].total_seconds() == 10  # a sixth of the lease
+    v2 = doc.replace(v1, "engine-a", 60)
+    assert v2 == 2 and col.seen[-1][1]["cas"] == v1
+    with pytest.raises(LeaseLost, match="engine-a"):  # an old version: another holder's now
+        doc.replace(v1, "engine-a", 60)
+    doc.remove(v1)  # not ours: left alone, no error
+    assert doc.holder() == "engine-a"
+    col.fail = cb.UnAmbiguousTimeoutException()
+    with pytest.raises(LeaseUnavailable):
+        doc.replace(v2, "engine-a", 60)
+    with pytest.raises(LeaseUnavailable):
+        doc.create("engine-b", 60)
+    col.fail = None
+    doc.remove(v2)
+    assert doc.holder() is None
+    with pytest.raises(LeaseLost, match="lapsed"):  # gone (expired): lost
+        doc.replace(v2, "engine-a", 60)

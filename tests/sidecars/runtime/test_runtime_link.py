@@ -34,8 +34,9 @@ def wait_until(pred, timeout: float) -> None:
 class Run:
     """A Runner on its own thread, as a sidecar's main thread would run it."""
 
-    def __init__(self, source: MemorySource, link: EngineLink) -> None:
+    def __init__(self, source: MemorySource, link: EngineLink, deciding: bool = False) -> None:
         self.runner = Runner(source, link, receive_max=20, receive_wait_s=0.05, drain_timeout_s=10)
+        self.runner.engine_deciding = deciding  # True: as if the engine had decided before it went away
         self.rc: int | None = None
         self.thread = threading.Thread(target=self._go, daemon=True)
         self.thread.start()
@@ -69,11 +70,28 @@ def test_link_when_window_full_then_submit_blocks_until_the_engine_answers(tmp_p
         engine.stop()
 
 
-def test_link_when_engine_never_answers_then_gives_up_and_runner_requeues_until_it_does(tmp_path):
+def test_runner_when_engine_not_answering_at_start_then_receives_nothing_until_it_does(tmp_path):
     engine = EngineProcess(tmp_path, risk=FAST_RISK)
     source = MemorySource(payloads(20))
     link = EngineLink(engine.endpoint, window=10, resend_after_s=0.3, give_up_s=0.8)
     run = Run(source, link)
+    try:
+        time.sleep(2.5)  # longer than the link gives an item up after: fed, it would requeue by now
+        assert (source.requeues, len(source.ready), source.acked) == (0, 20, {})
+        engine.start()
+        wait_until(lambda: len(source.acked) == 20, 30)
+        assert source.outstanding == 0 and source.requeues == 0
+    finally:
+        assert run.stop() == 0
+        link.close()
+        engine.stop()
+
+
+def test_link_when_engine_stops_answering_then_gives_up_and_runner_requeues_until_it_does(tmp_path):
+    engine = EngineProcess(tmp_path, risk=FAST_RISK)
+    source = MemorySource(payloads(20))
+    link = EngineLink(engine.endpoint, window=10, resend_after_s=0.3, give_up_s=0.8)
+    run = Run(source, link, deciding=True)
     try:
         wait_until(lambda: source.requeues >= 10, 20)
         assert source.acked == {} and source.outstanding == 20  # nothing lost, nothing acked
