@@ -28,6 +28,7 @@ SECRET_KEYS = ("couchbasePassword", "sourceSecrets", "curveServerSecret", "curve
 _SETTING_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9_.%-]{1,100}$")
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_HTTP_URL = re.compile(r"^https?://[^\s/]+")
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,9 @@ class AppSettings:
     curve_client_public: Optional[str]
     curve_server_secret: Optional[pulumi.Output]
     curve_client_secret: Optional[pulumi.Output]
+    # The risk-management system's endpoint for escalations (HTTP POST); "" = a log file on the
+    # engine's data volume, read with `wojak book escalations`.
+    escalation_url: str = ""
 
     @property
     def engine_endpoint(self) -> str:
@@ -361,6 +365,7 @@ def _parse_app(s: _Section, reader: Callable[[str], Optional[str]]) -> AppSettin
         curve_client_public=s.str("curveClientPublic") if transport == "curve" else None,
         curve_server_secret=_secret("curveServerSecret", reader, transport == "curve"),
         curve_client_secret=_secret("curveClientSecret", reader, transport == "curve"),
+        escalation_url=s.str("escalationUrl", pattern=_HTTP_URL) if s.value("escalationUrl", None) is not None else "",
     )
     return app
 

@@ -90,6 +90,7 @@ class Container:
     mounts: Sequence[tuple[str, str]] = ()  # (volume, containerPath)
     depends_on: Sequence[tuple[str, str]] = ()  # (container, condition)
     stop_timeout: int = 30
+    user: str = ""  # "" = the image's (uid 10001); "0" only for the config step that owns the volumes
 
 
 def container_definitions(containers: Sequence[Container], secrets: AwsSecrets) -> pulumi.Output:
@@ -112,6 +113,8 @@ def container_definitions(containers: Sequence[Container], secrets: AwsSecrets) 
             d["command"] = list(c.command)
         if c.entry_point:
             d["entryPoint"] = list(c.entry_point)
+        if c.user:
+            d["user"] = c.user
         if c.depends_on:
             d["dependsOn"] = [{"containerName": n, "condition": cond} for n, cond in c.depends_on]
         return d

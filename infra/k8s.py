@@ -17,7 +17,8 @@ import pulumi_kubernetes as k8s
 
 from infra.config import AppSettings, CouchbaseSettings, KubernetesSettings
 from infra.tags import ROLE_APP, gcp_labels
-from infra.workload import ENGINE_METRICS_PORT, HEALTHCHECK, RUN_DIR, containers, engine_toml, secret_values
+from infra.workload import (DATA_DIR, ENGINE_METRICS_PORT, HEALTHCHECK, RUN_DIR, containers, engine_toml,
+                            secret_values)
 
 # how each managed flavour marks spot nodes; GKE also taints them
 SPOT_NODE_LABEL = {"eks": ("eks.amazonaws.com/capacityType", "SPOT"), "gke": ("cloud.google.com/gke-spot", "true")}
@@ -30,6 +31,7 @@ class K8sWorkloadArgs:
     app: AppSettings
     couchbase: CouchbaseSettings
     connstr: str
+    store_cloud: str  # whose Couchbase cluster `connstr` is: the engines' scope follows it
 
 
 class K8sWorkload(pulumi.ComponentResource):
@@ -48,7 +50,7 @@ class K8sWorkload(pulumi.ComponentResource):
             f"{name}-secret", metadata=meta("wojak-env"), string_data=secrets, type="Opaque", opts=child
         )
         cfg = k8s.core.v1.ConfigMap(
-            f"{name}-config", metadata=meta("wojak-config"), data={"wojak.toml": engine_toml(app)}, opts=child
+            f"{name}-config", metadata=meta("wojak-config"), data={"wojak.toml": engine_toml(app, args.store_cloud)}, opts=child
         )
         specs = containers(app, args.couchbase, args.connstr)
         pod_containers = []
@@ -74,7 +76,7 @@ class K8sWorkload(pulumi.ComponentResource):
                     volume_mounts=[
                         k8s.core.v1.VolumeMountArgs(name="run", mount_path=RUN_DIR),
                         k8s.core.v1.VolumeMountArgs(name="config", mount_path="/etc/wojak", read_only=True),
-                    ],
+                    ] + ([k8s.core.v1.VolumeMountArgs(name="data", mount_path=DATA_DIR)] if engine else []),
                     resources=k8s.core.v1.ResourceRequirementsArgs(
                         requests={"cpu": "500m" if engine else "100m", "memory": "512Mi" if engine else "128Mi"},
                         limits={"cpu": "2" if engine else "500m", "memory": "1Gi" if engine else "256Mi"},
@@ -108,6 +110,9 @@ class K8sWorkload(pulumi.ComponentResource):
                         termination_grace_period_seconds=25,
                         volumes=[
                             k8s.core.v1.VolumeArgs(name="run", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(medium="Memory")),
+                            # the engine's files (the root filesystem is read-only): kept across
+                            # restarts of its container, not across pods - the store is Couchbase
+                            k8s.core.v1.VolumeArgs(name="data", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
                             k8s.core.v1.VolumeArgs(
                                 name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=cfg.metadata.name)
                             ),

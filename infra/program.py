@@ -178,8 +178,9 @@ def build(s: StackSettings) -> dict[str, Any]:
     if s.kubernetes.enabled:
         # the pods reach the Couchbase cluster of the cloud their managed cluster runs in
         cloud = "aws" if s.kubernetes.cloud == "eks" else "gcp"
-        connstr = built[cloud].connstr if cloud in built else next(iter(built.values())).connstr
-        K8sWorkload("k8s", K8sWorkloadArgs(s.stack, s.kubernetes, s.app, s.couchbase, connstr))
+        store_cloud = cloud if cloud in built else next(iter(built))
+        K8sWorkload("k8s", K8sWorkloadArgs(s.stack, s.kubernetes, s.app, s.couchbase, built[store_cloud].connstr,
+                                           store_cloud))
 
     outputs: dict[str, Any] = {
         "clouds": list(built),

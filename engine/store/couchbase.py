@@ -53,11 +53,13 @@ and index updates are asynchronous. Statements are prepared (adhoc=False) and pa
 XDCR. Each cloud's cluster replicates to the other document by document, eventually and in no
 order: the remote side may hold a decision without its trade for a moment, and a conflict on one
 key is resolved by revision (most updates wins), not by our semantics. So exactly one engine writes
-an account partition's scope at a time (single writer); the other cloud's engine is passive for
-it. Taking over after a region loss: fence the old writer, wait for XDCR to drain (or accept
-losing the unreplicated tail), then start the new engine on the same scope: it replays the
-journal and reconciles every pending intent against the broker by client_order_id, which never
-executes an order twice.
+a scope at a time: within a cluster, the writer lease (`writer_lease`, engine/store/lease.py; the
+engines that do not hold it stand by, engine/server.py); across clouds, a scope of its own per
+cloud's engines (the platform names them `wojak-aws`, `wojak-gcp`), since a lease replicated by
+XDCR would be granted in both clusters at once. Taking over the other cloud's scope after a region
+loss: fence the old writer, wait for XDCR to drain (or accept losing the unreplicated tail), then
+start an engine on that scope: it replays the journal and reconciles every pending intent against
+the broker by client_order_id, which never executes an order twice.
 
 Failures. An unreachable cluster fails at open within `connect_timeout_s` (bootstrap_timeout;
 connect_timeout alone still waits 10 s). SDK exceptions become StoreUnavailable (timeouts,

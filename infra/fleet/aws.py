@@ -2,7 +2,9 @@
 
 One ECS task per node (DAEMON service): the engine plus the configured sidecars, sharing a task
 volume at /run/wojak for the ipc:// socket. The engine's config file is written by a short-lived
-`config` container into a second shared volume, because ECS has no file injection. Secrets
+`config` container into a second shared volume, because ECS has no file injection; the same step
+(as root, the only container that is) hands the socket's and the engine's data volumes to the
+image's user. The data volume is a directory of the node: kept across restarts of the task. Secrets
 reach the containers as env vars from Secrets Manager (`secrets`), never as plain `environment`.
 """
 
@@ -20,7 +22,7 @@ from infra.images import OsImage, bottlerocket_user_data
 from infra.secrets import AwsSecrets
 from infra.spot import AwsSpotGroupArgs, aws_spot_group
 from infra.tags import ROLE_APP, aws_tags, base_aws_tags
-from infra.workload import ENGINE_CONFIG_PATH, RUN_DIR, containers, engine_toml
+from infra.workload import APP_UID, DATA_DIR, ENGINE_CONFIG_PATH, RUN_DIR, containers, engine_toml
 
 
 @dataclass
@@ -64,11 +66,13 @@ class AwsAppFleet(pulumi.ComponentResource):
                 name="config",
                 image=a.app.image_ref,
                 entry_point=["/bin/sh", "-c"],
-                command=['printf "%s" "$WOJAK_CONFIG_TOML" > ' + ENGINE_CONFIG_PATH],
-                env={"WOJAK_CONFIG_TOML": engine_toml(a.app)},
+                command=['printf "%s" "$WOJAK_CONFIG_TOML" > ' + ENGINE_CONFIG_PATH
+                         + f" && chown {APP_UID}:{APP_UID} {RUN_DIR} {DATA_DIR}"],
+                env={"WOJAK_CONFIG_TOML": engine_toml(a.app, "aws")},
                 essential=False,
                 memory_reservation=16,
-                mounts=[("wojak-etc", "/etc/wojak")],
+                mounts=[("wojak-etc", "/etc/wojak"), ("wojak-run", RUN_DIR), ("wojak-data", DATA_DIR)],
+                user="0",
             )
         ]
         for spec in containers(a.app, a.couchbase, a.connstr):
@@ -79,7 +83,8 @@ class AwsAppFleet(pulumi.ComponentResource):
                     command=list(spec.args),  # the image's entrypoint is `wojak`
                     env=dict(spec.env),
                     secrets={k: k for k in spec.secret_env},
-                    mounts=[("wojak-run", RUN_DIR), ("wojak-etc", "/etc/wojak")],
+                    mounts=[("wojak-run", RUN_DIR), ("wojak-etc", "/etc/wojak")]
+                    + ([("wojak-data", DATA_DIR)] if spec.name == "engine" else []),
                     depends_on=[("config", "SUCCESS")] + ([("engine", "START")] if spec.name != "engine" else []),
                     stop_timeout=25,
                 )
@@ -94,6 +99,7 @@ class AwsAppFleet(pulumi.ComponentResource):
             volumes=[
                 aws.ecs.TaskDefinitionVolumeArgs(name="wojak-run"),  # task-scoped, shared by the containers
                 aws.ecs.TaskDefinitionVolumeArgs(name="wojak-etc"),
+                aws.ecs.TaskDefinitionVolumeArgs(name="wojak-data", host_path="/local/wojak/data"),
             ],
             tags=base_aws_tags(a.stack, f"{name}-task"),
             opts=child,

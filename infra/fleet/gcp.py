@@ -18,7 +18,7 @@ from infra.network.gcp import TAG_APP
 from infra.secrets import gcp_fetch_script
 from infra.spot import GcpSpotGroupArgs, gcp_spot_group
 from infra.tags import ROLE_APP, gcp_labels
-from infra.workload import RUN_DIR, ContainerSpec, containers, engine_toml
+from infra.workload import APP_UID, DATA_DIR, RUN_DIR, ContainerSpec, containers, engine_toml
 
 SECRET_ENV = "/run/wojak-secrets/app.env"
 
@@ -36,7 +36,8 @@ def _unit(spec: ContainerSpec, image: str) -> str:
             f"ExecStartPre=-{docker} rm -f {spec.name}",
             f"ExecStart={docker} run --rm --name {spec.name} --network host --env-file {env_file} "
             f"--env-file {SECRET_ENV} -v {RUN_DIR}:{RUN_DIR} -v /var/lib/wojak/etc:/etc/wojak:ro "
-            f"{image} {' '.join(spec.args)}",
+            + (f"-v {DATA_DIR}:{DATA_DIR} " if spec.name == "engine" else "")
+            + f"{image} {' '.join(spec.args)}",
             f"ExecStop={docker} stop -t 25 {spec.name}",
             "Restart=always",
         ]
@@ -46,7 +47,7 @@ def _unit(spec: ContainerSpec, image: str) -> str:
 def app_cloud_config(app: AppSettings, cb: CouchbaseSettings, connstr: str, project: str, secret_ids: Mapping[str, str]) -> str:
     specs = containers(app, cb, connstr)
     files = [
-        ("/var/lib/wojak/etc/wojak.toml", engine_toml(app)),
+        ("/var/lib/wojak/etc/wojak.toml", engine_toml(app, "gcp")),
         ("/var/lib/wojak/secrets.sh", gcp_fetch_script(project, secret_ids, SECRET_ENV)),
     ]
     for spec in specs:
@@ -56,7 +57,8 @@ def app_cloud_config(app: AppSettings, cb: CouchbaseSettings, connstr: str, proj
     return cos_cloud_config(
         files,
         [
-            f"mkdir -p {RUN_DIR}",
+            f"mkdir -p {RUN_DIR} {DATA_DIR}",
+            f"chown {APP_UID}:{APP_UID} {RUN_DIR} {DATA_DIR}",  # the containers run as the image's user
             "/bin/bash /var/lib/wojak/secrets.sh",
             "systemctl daemon-reload",
             f"systemctl start {units}",

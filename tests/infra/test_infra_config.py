@@ -144,12 +144,32 @@ def test_source_secrets_become_secret_env_of_their_sidecar():
     assert "WOJAK_KAFKA_SASL_PASSWORD" not in specs["sidecar-http"].secret_env
 
 
-def test_engine_config_file_loads_and_its_metrics_port_is_the_containers():
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_engine_config_file_when_deployed_then_couchbase_store_of_its_cloud_and_files_on_the_data_volume(cloud):
     from engine.config import loads
-    from infra.workload import containers, engine_toml
+    from infra.workload import DATA_DIR, containers, engine_toml
 
     s = config.parse("multicloud", reader_for("multicloud"))
-    cfg = loads(engine_toml(s.app))  # the engine's own parser: an unknown key would fail here
+    cfg = loads(engine_toml(s.app, cloud))  # the engine's own parser: an unknown key would fail here
     engine = {c.name: c for c in containers(s.app, s.couchbase, "couchbase://x")}["engine"]
-    assert cfg.engine.metrics_port > 0
-    assert engine.ports == (cfg.engine.metrics_port,)
+    assert engine.ports == (cfg.engine.metrics_port,) and cfg.engine.metrics_port > 0
+    # the shared, replicated store - not the embedded default inside a container - one scope per
+    # cloud (XDCR replicates the bucket both ways), schema created by the engine, which runs as admin
+    store = cfg.store
+    assert (store.kind, store.bucket, store.scope, store.create_schema) == ("couchbase", "wojak", f"wojak-{cloud}", True)
+    assert store.bucket in {b.name for b in s.couchbase.buckets}
+    assert {store.connstr_env, store.username_env} <= set(engine.env) and store.password_env in engine.secret_env
+    # what the engine still writes locally goes to the data volume the platforms mount
+    assert cfg.broker.journal.startswith(DATA_DIR + "/")
+    assert (cfg.escalation.kind, cfg.escalation.path.startswith(DATA_DIR + "/")) == ("log", True)
+
+
+def test_engine_config_file_when_escalation_url_set_then_escalations_go_to_it():
+    from engine.config import loads
+    from infra.workload import engine_toml
+
+    app = section("aws", "app") | {"escalationUrl": "https://rms.internal.example/escalations"}
+    s = config.parse("aws", reader_for("aws", app=app))
+    cfg = loads(engine_toml(s.app, "aws"))
+    assert (cfg.escalation.kind, cfg.escalation.url) == ("http", "https://rms.internal.example/escalations")
+    bad("aws", "app", "wojak:app.escalationUrl:", app=section("aws", "app") | {"escalationUrl": "rms:8080"})

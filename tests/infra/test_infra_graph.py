@@ -212,6 +212,17 @@ def test_app_task_runs_engine_and_each_configured_sidecar(simulations):
     assert {s["name"] for s in defs["engine"]["secrets"]} == {"WOJAK_COUCHBASE_PASSWORD"}
     engine_env = {e["name"]: e["value"] for e in defs["engine"]["environment"]}
     assert engine_env["WOJAK_COUCHBASE_CONNSTR"] == "couchbase://cb.aws.wojak.internal"
+    # the engine's config: the cloud's Couchbase scope; its files on a directory of the node, which the
+    # config step (the only container run as root) hands to the image's user with the socket's volume
+    config = defs["config"]
+    toml = {e["name"]: e["value"] for e in config["environment"]}["WOJAK_CONFIG_TOML"]
+    assert 'kind = "couchbase"' in toml and 'scope = "wojak-aws"' in toml
+    assert config["user"] == "0" and "chown 10001:10001 /run/wojak /var/lib/wojak/data" in config["command"][0]
+    mounts = {c: {m["sourceVolume"]: m["containerPath"] for m in d["mountPoints"]} for c, d in defs.items()}
+    assert mounts["config"]["wojak-data"] == mounts["engine"]["wojak-data"] == "/var/lib/wojak/data"
+    assert "wojak-data" not in mounts["sidecar-sqs"] and "user" not in defs["engine"]
+    volumes = {v["name"]: v for v in task.inputs["volumes"]}
+    assert volumes["wojak-data"]["hostPath"] == "/local/wojak/data"
 
 
 def test_data_nodes_are_registered_in_private_dns(sim):
@@ -248,6 +259,12 @@ def test_kubernetes_pod_shares_a_volume_and_lands_on_spot(simulations):
         secret_key = "WOJAK_CURVE_SERVER_SECRET" if c["name"] == "engine" else "WOJAK_CURVE_CLIENT_SECRET"
         assert "secretKeyRef" in env[secret_key]["valueFrom"], dep.urn
     (engine,) = [c for c in pod["containers"] if c["name"] == "engine"]
+    # a read-only root: the engine's files on a volume of the pod; its store the cloud's Couchbase scope
+    assert all(c["securityContext"]["readOnlyRootFilesystem"] for c in pod["containers"])
+    assert {"name": "data", "mountPath": "/var/lib/wojak/data"} in engine["volumeMounts"]
+    assert {v["name"]: v for v in pod["volumes"]}["data"]["emptyDir"] == {}
+    (cm,) = simulations["gcp"].of_type("kubernetes:core/v1:ConfigMap")
+    assert 'kind = "couchbase"' in cm.inputs["data"]["wojak.toml"] and 'scope = "wojak-gcp"' in cm.inputs["data"]["wojak.toml"]
     notes = dep.inputs["spec"]["template"]["metadata"]["annotations"]
     assert notes["prometheus.io/scrape"] == "true"
     assert [{"containerPort": int(notes["prometheus.io/port"])}] == engine["ports"]  # where it serves them
@@ -305,4 +322,8 @@ def test_gcp_app_vms_run_engine_and_sidecars_with_secrets_from_secret_manager(si
     for name in ("WOJAK_COUCHBASE_PASSWORD", "WOJAK_CURVE_SERVER_SECRET", "WOJAK_CURVE_CLIENT_SECRET"):
         assert name in fetch and name not in files["/var/lib/wojak/engine.env"]
     assert 'endpoint = "tcp://0.0.0.0:5555"' in files["/var/lib/wojak/etc/wojak.toml"]
+    assert 'scope = "wojak-gcp"' in files["/var/lib/wojak/etc/wojak.toml"]
+    assert "-v /var/lib/wojak/data:/var/lib/wojak/data " in engine
+    assert "/var/lib/wojak/data" not in files["/etc/systemd/system/wojak-sidecar-pubsub.service"]
+    assert cmds.index("chown 10001:10001 /run/wojak /var/lib/wojak/data") < len(cmds) - 1  # before they start
     assert cmds[-1].startswith("systemctl start wojak-engine.service")
