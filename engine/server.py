@@ -162,6 +162,12 @@ class Server:
                 self._serve_pipelined(self.writer)
             else:
                 self._serve_inline()
+        except LeaseLost:
+            # Another engine may write the store from now on: not one more write from this one.
+            if self.writer is not None:
+                self.writer.close(abandon=True)
+                self.writer = None
+            raise
         finally:
             self.close()
 

@@ -109,10 +109,14 @@ class StoreWriter:
         if code is not None:
             raise WriterError(f"store writer exited with status {code}")
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Commit and apply everything submitted, then stop the writer."""
+    def close(self, timeout: float = 60.0, abandon: bool = False) -> None:
+        """Commit and apply everything submitted, then stop the writer. abandon: stop it now, with
+        nothing more written (what was not confirmed was not answered; the next engine recovers)."""
         try:
-            if self.proc.poll() is None:
+            if abandon and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+            elif self.proc.poll() is None:
                 self.sock.send(STOP)
                 self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired as e:

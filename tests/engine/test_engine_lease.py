@@ -8,6 +8,7 @@ The servers run on threads of this process, so they can share the record; each s
 store writer and outbox processes."""
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -104,10 +105,12 @@ def test_standby_when_holder_stops_cleanly_then_takes_over_at_once_and_a_runner_
 
 def test_holder_when_another_engine_takes_its_lease_then_stops_itself(pair):
     record, a, b = pair
+    writer = a.server.writer
     record.steal("engine-x")  # what a partition or an operator's second engine can make
     a.thread.join(TTL + 5)  # noticed at the next renewal, a third of the lease later
     assert not a.thread.is_alive()
     assert isinstance(a.error, LeaseLost) and "engine-x" in str(a.error)
+    assert writer.proc.returncode == -signal.SIGKILL  # its writer stopped at once: no more writes
     assert record.holder() == "engine-x"  # a stopped engine does not remove another's lease
     assert b.health()["standby"] is True
 

@@ -17,6 +17,14 @@ def lease(record: MemoryLeaseRecord, clock: FakeClock, holder: str) -> WriterLea
     return WriterLease(record, TTL, holder=holder, clock=clock)
 
 
+def held_by_a() -> tuple[FakeClock, MemoryLeaseRecord, WriterLease]:
+    clock = FakeClock()
+    record = MemoryLeaseRecord(clock)
+    a = lease(record, clock, "a")
+    assert a.try_acquire()
+    return clock, record, a
+
+
 def test_try_acquire_when_free_then_taken_and_a_second_engine_stands_by():
     clock = FakeClock()
     record = MemoryLeaseRecord(clock)
@@ -27,10 +35,7 @@ def test_try_acquire_when_free_then_taken_and_a_second_engine_stands_by():
 
 
 def test_keep_when_a_third_of_the_ttl_passed_then_renewed_and_not_before():
-    clock = FakeClock()
-    record = MemoryLeaseRecord(clock)
-    a = lease(record, clock, "a")
-    a.try_acquire()
+    clock, record, a = held_by_a()
     first = a.version
     clock.advance(TTL / 3 - 1)
     a.keep()
@@ -45,10 +50,7 @@ def test_keep_when_a_third_of_the_ttl_passed_then_renewed_and_not_before():
 
 
 def test_keep_when_another_engine_holds_it_then_lease_lost():
-    clock = FakeClock()
-    record = MemoryLeaseRecord(clock)
-    a = lease(record, clock, "a")
-    a.try_acquire()
+    clock, record, a = held_by_a()
     record.steal("b")
     clock.advance(TTL / 3 + 1)
     with pytest.raises(LeaseLost, match="another engine"):
@@ -59,10 +61,7 @@ def test_keep_when_another_engine_holds_it_then_lease_lost():
 
 
 def test_keep_when_store_stops_answering_then_retried_and_given_up_at_half_the_ttl_before_it_lapses():
-    clock = FakeClock()
-    record = MemoryLeaseRecord(clock)
-    a = lease(record, clock, "a")
-    a.try_acquire()
+    clock, record, a = held_by_a()
     expires = record.doc[2]
     record.unavailable = True
     clock.advance(TTL / 3 + 1)

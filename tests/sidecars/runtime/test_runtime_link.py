@@ -70,31 +70,19 @@ def test_link_when_window_full_then_submit_blocks_until_the_engine_answers(tmp_p
         engine.stop()
 
 
-def test_runner_when_engine_not_answering_at_start_then_receives_nothing_until_it_does(tmp_path):
+@pytest.mark.parametrize("decided_before", [False, True], ids=["from-the-start", "after-it-decided"])
+def test_runner_when_engine_not_answering_then_nothing_lost_and_all_decided_once_it_does(tmp_path, decided_before):
     engine = EngineProcess(tmp_path, risk=FAST_RISK)
     source = MemorySource(payloads(20))
     link = EngineLink(engine.endpoint, window=10, resend_after_s=0.3, give_up_s=0.8)
-    run = Run(source, link)
+    run = Run(source, link, deciding=decided_before)
     try:
-        time.sleep(2.5)  # longer than the link gives an item up after: fed, it would requeue by now
-        assert (source.requeues, len(source.ready), source.acked) == (0, 20, {})
-        engine.start()
-        wait_until(lambda: len(source.acked) == 20, 30)
-        assert source.outstanding == 0 and source.requeues == 0
-    finally:
-        assert run.stop() == 0
-        link.close()
-        engine.stop()
-
-
-def test_link_when_engine_stops_answering_then_gives_up_and_runner_requeues_until_it_does(tmp_path):
-    engine = EngineProcess(tmp_path, risk=FAST_RISK)
-    source = MemorySource(payloads(20))
-    link = EngineLink(engine.endpoint, window=10, resend_after_s=0.3, give_up_s=0.8)
-    run = Run(source, link, deciding=True)
-    try:
-        wait_until(lambda: source.requeues >= 10, 20)
-        assert source.acked == {} and source.outstanding == 20  # nothing lost, nothing acked
+        if decided_before:  # fed while it went away: the link gives items up, the runner requeues them
+            wait_until(lambda: source.requeues >= 10, 20)
+            assert source.acked == {} and source.outstanding == 20  # nothing lost, nothing acked
+        else:  # never heard from: not fed at all (fed, it would have requeued by now)
+            time.sleep(2.5)
+            assert (source.requeues, len(source.ready), source.acked) == (0, 20, {})
         engine.start()
         wait_until(lambda: len(source.acked) == 20, 30)
         assert source.outstanding == 0
