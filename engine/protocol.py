@@ -25,6 +25,9 @@ from typing import Any
 import msgspec
 
 VERSION = 1
+# The error an engine that stands by (another holds the store's writer lease, engine/server.py)
+# refuses every request but `health` with; sidecars stop receiving while they get it.
+STANDBY = "STANDBY"
 # Items one request may carry. A batch is journaled (and its intents logged) as one record that must
 # fit a 4 MiB segment: with at most ~3.5 KiB recorded per item (a garbage item's stored remains and
 # its reason are bounded, intake.py), 500 items and the rest of a batch stay under half of that.

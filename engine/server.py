@@ -44,7 +44,6 @@ from engine.store.writer import StoreWriter, WriterError
 log = logging.getLogger("wojak.engine")
 
 SWITCH_INTERVAL_S = 0.0005  # see run()
-STANDBY = "STANDBY"  # the error a standby engine refuses requests with (sidecars pause on it)
 # A plain int: send_multipart combines pyzmq's flag enums for every part, 2.5 us an answer against
 # 1.1 us for two sends like this (measured in process).
 _SNDMORE = int(zmq.SNDMORE)
@@ -402,7 +401,7 @@ def _standby_answer(payload: bytes, holder: str) -> bytes:
     if req is not None and req.kind == "health":
         return protocol.encode(protocol.Response(id=req.id, data={"ok": True, "standby": True, "lease_holder": holder}))
     return protocol.encode(protocol.Response(id=req.id if req is not None else 0, ok=False,
-                                             error=f"{STANDBY}: another engine writes this store ({holder})"[:300]))
+                                             error=f"{protocol.STANDBY}: another engine writes this store ({holder})"[:300]))
 
 
 def run(cfg: Config) -> int:

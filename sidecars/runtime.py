@@ -27,13 +27,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import protocol
 from sidecars import metrics
 from sidecars.link import EngineLink, LinkClosed, Outcome
 
 log = logging.getLogger("wojak.sidecar")
-
-STANDBY = "STANDBY"  # engine/server.py: the error a standby engine refuses requests with
-
 
 def engine_deciding(link: EngineLink, timeout_s: float = 1.0) -> bool:
     """True if the engine answers `health` and is not standing by."""
@@ -211,7 +209,7 @@ class Runner:
         try:
             if not all(o.recorded for o in outcomes):
                 why = next((o.error or o.decision.get("status", "") for o in outcomes if not o.recorded), "")
-                if why.startswith(STANDBY) and self.engine_deciding:
+                if why.startswith(protocol.STANDBY) and self.engine_deciding:
                     self.engine_deciding = False
                     self._engine_checked = time.monotonic()
                     log.warning("%s: the engine stands by (%s): receiving paused", self.source.name, why)
