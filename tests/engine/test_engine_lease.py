@@ -19,7 +19,7 @@ from engine.config import load
 from engine.server import Server
 from engine.store.lease import LeaseLost, WriterLease
 from engine_testkit import NO_LIMITS, order, wait_until
-from lease_fakes import MemoryLeaseRecord
+from tests.support.lease_fakes import MemoryLeaseRecord
 from sidecars.link import EngineLink
 from sidecars.memory import MemorySource
 from sidecars.runtime import Runner

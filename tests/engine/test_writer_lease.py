@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine.store.lease import LeaseLost, WriterLease
-from lease_fakes import FakeClock, MemoryLeaseRecord
+from tests.support.lease_fakes import FakeClock, MemoryLeaseRecord
 
 TTL = 60
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 import uuid
 
 import httpx
@@ -62,6 +63,43 @@ def test_post_order_when_engine_unreachable_then_503_retry_after_and_a_retry_lat
     finally:
         assert sidecar.stop() == 0
         engine.stop()
+
+
+def test_http_when_engine_stands_by_then_503_standby_and_decided_once_it_takes_over(tmp_path):
+    import threading
+
+    from engine.config import load
+    from engine.server import Server
+    from engine.store.lease import WriterLease
+    from tests.support.lease_fakes import MemoryLeaseRecord
+
+    engine = EngineProcess(tmp_path, risk=FAST_RISK, http={"timeout_s": 2.0})  # run here, on a thread
+    record = MemoryLeaseRecord()
+    record.steal("engine-on-another-node")  # the store's writer is elsewhere
+    server = Server(load(engine.config), lease=WriterLease(record, 3, holder="this-node"))
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    sidecar = HttpSidecar(engine.config, tmp_path).start()
+    o = order()
+    try:
+        with sidecar.client() as c:
+            r = c.get("/healthz")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            assert r.json()["engine"] == "standby" and r.json()["lease_holder"] == "engine-on-another-node"
+            r = c.post("/v1/orders", json=o)  # refused, nothing recorded: a load balancer sends it elsewhere
+            assert r.status_code == 503 and "STANDBY" in r.json()["detail"], r.text
+            record.doc = None  # the other node's engine stopped and handed the lease over
+            deadline = time.monotonic() + 10
+            while c.get("/healthz").status_code != 200:
+                assert time.monotonic() < deadline, "never took over"
+                time.sleep(0.1)
+            r = c.post("/v1/orders", json=o)
+            assert r.status_code == 200 and r.json()["duplicate"] is False  # the 503 had recorded nothing
+        assert record.holder() == "this-node"
+    finally:
+        assert sidecar.stop() == 0
+        server.stop()
+        serving.join(30)
 
 
 @pytest.fixture
