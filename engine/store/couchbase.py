@@ -644,7 +644,12 @@ def _env(name: str) -> str:
 class _LeaseDocument:
     """The writer lease as one document with an expiry: created if absent, replaced and removed by
     CAS, durably (a lease lost in a failover could be granted twice). A renewal waits at most a
-    sixth of the lease, so a hanging one still leaves the holder time to stop itself."""
+    sixth of the lease, so a hanging one still leaves the holder time to stop itself.
+
+    An ambiguous timeout may hide a write that landed: the next create then finds the document, or
+    the next renewal a CAS it did not expect. If the document names this holder (host and pid: no
+    other process's), it is ours - renewed from its current CAS, which also gives it a fresh expiry
+    counted from now, as the protocol assumes."""
 
     def __init__(self, collection: Any, durability: Any, ttl_s: int) -> None:
         self.c = collection
@@ -652,22 +657,39 @@ class _LeaseDocument:
         self.timeout = timedelta(seconds=max(1.0, ttl_s / 6))
 
     def create(self, holder: str, ttl_s: int) -> object | None:
-        try:
-            with _lease_errors("take the writer lease"):
+        with _lease_errors("take the writer lease"):
+            try:
                 return self.c.insert(LEASE_KEY, {"holder": holder}, InsertOptions(
                     expiry=timedelta(seconds=ttl_s), durability=self.durability, timeout=self.timeout)).cas
-        except DocumentExistsException:
-            return None
+            except DocumentExistsException:
+                try:
+                    return self._renew_if_ours(holder, ttl_s)
+                except (CasMismatchException, DocumentNotFoundException):
+                    return None  # changed meanwhile: not ours; try again later
 
     def replace(self, version: object, holder: str, ttl_s: int) -> object:
         try:
             with _lease_errors("renew the writer lease"):
-                return self.c.replace(LEASE_KEY, {"holder": holder}, ReplaceOptions(
-                    cas=version, expiry=timedelta(seconds=ttl_s), durability=self.durability,
-                    timeout=self.timeout)).cas
+                try:
+                    return self._replace(version, holder, ttl_s)
+                except CasMismatchException:
+                    got = self._renew_if_ours(holder, ttl_s)
+                    if got is None:
+                        raise
+                    return got
         except (CasMismatchException, DocumentNotFoundException) as e:
-            raise LeaseLost(f"the writer lease is another engine's now ({self.holder() or 'lapsed'}): "
+            raise LeaseLost(f"the writer lease is another engine's now ({self._holder_or_unknown()}): "
                             f"{type(e).__name__}") from e
+
+    def _replace(self, version: object, holder: str, ttl_s: int) -> object:
+        return self.c.replace(LEASE_KEY, {"holder": holder}, ReplaceOptions(
+            cas=version, expiry=timedelta(seconds=ttl_s), durability=self.durability, timeout=self.timeout)).cas
+
+    def _renew_if_ours(self, holder: str, ttl_s: int) -> object | None:
+        got = self.c.get(LEASE_KEY, GetOptions(timeout=self.timeout))
+        if got.content_as[dict].get("holder") != holder:
+            return None
+        return self._replace(got.cas, holder, ttl_s)
 
     def remove(self, version: object) -> None:
         try:
@@ -681,6 +703,12 @@ class _LeaseDocument:
                 return str(self.c.get(LEASE_KEY, GetOptions(timeout=self.timeout)).content_as[dict].get("holder"))
         except DocumentNotFoundException:
             return None
+
+    def _holder_or_unknown(self) -> str:
+        try:
+            return self.holder() or "lapsed"
+        except (LeaseUnavailable, StoreError):
+            return "holder unknown"
 
 
 @contextmanager

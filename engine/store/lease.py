@@ -70,7 +70,7 @@ class WriterLease:
         self.clock = clock
         self.version: object | None = None
         self.renewed_at = 0.0  # when the last renewal that succeeded was sent (clock)
-        self._tried_at = 0.0
+        self._retry_at = 0.0  # after a renewal the store did not answer: not before this
 
     @property
     def held(self) -> bool:
@@ -82,7 +82,7 @@ class WriterLease:
         version = self.record.create(self.holder, self.ttl_s)
         if version is None:
             return False
-        self.version, self.renewed_at, self._tried_at = version, sent, sent
+        self.version, self.renewed_at = version, sent
         log.info("writer lease taken by %s (ttl %ds)", self.holder, self.ttl_s)
         return True
 
@@ -96,12 +96,12 @@ class WriterLease:
             self.version = None
             raise LeaseLost(f"the writer lease was not renewed for {now - self.renewed_at:.1f}s (more than half its "
                             f"{self.ttl_s}s): stopping before another engine may take over")
-        if now - self.renewed_at < self.ttl_s / 3 or now - self._tried_at < 1.0:
+        if now - self.renewed_at < self.ttl_s / 3 or now < self._retry_at:
             return
-        self._tried_at = now
         try:
             self.version = self.record.replace(self.version, self.holder, self.ttl_s)
         except LeaseUnavailable as e:
+            self._retry_at = now + 1.0
             log.warning("writer lease not renewed (tried again in a second): %s", e)
             return
         except LeaseLost:

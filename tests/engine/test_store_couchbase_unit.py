@@ -270,14 +270,12 @@ def test_lease_document_when_sdk_answers_then_mapped_to_the_lease_protocol():
     doc = cb._LeaseDocument(col, None, ttl_s=60)
     v1 = doc.create("engine-a", 60)
     assert v1 == 1 and doc.holder() == "engine-a"
-    assert doc.create("engine-b", 60) is None  # exists: held
+    assert doc.create("engine-b", 60) is None  # exists, another's: held
     opts = col.seen[0][1]
     assert opts["expiry"].total_seconds() == 60 and opts["timeout"].total_seconds() == 10  # a sixth of the lease
     v2 = doc.replace(v1, "engine-a", 60)
     assert v2 == 2 and col.seen[-1][1]["cas"] == v1
-    with pytest.raises(LeaseLost, match="engine-a"):  # an old version: another holder's now
-        doc.replace(v1, "engine-a", 60)
-    doc.remove(v1)  # not ours: left alone, no error
+    doc.remove(v1)  # not the current version: left alone, no error
     assert doc.holder() == "engine-a"
     col.fail = cb.UnAmbiguousTimeoutException()
     with pytest.raises(LeaseUnavailable):
@@ -285,7 +283,23 @@ def test_lease_document_when_sdk_answers_then_mapped_to_the_lease_protocol():
     with pytest.raises(LeaseUnavailable):
         doc.create("engine-b", 60)
     col.fail = None
-    doc.remove(v2)
-    assert doc.holder() is None
+    col.doc = ({"holder": "engine-b"}, 99)  # another engine's now
+    with pytest.raises(LeaseLost, match="engine-b"):
+        doc.replace(v2, "engine-a", 60)
+    doc.remove(v2)  # not ours: left alone
+    assert doc.holder() == "engine-b"
+    col.doc = None
     with pytest.raises(LeaseLost, match="lapsed"):  # gone (expired): lost
         doc.replace(v2, "engine-a", 60)
+
+
+def test_lease_document_when_a_write_landed_behind_an_ambiguous_timeout_then_still_ours():
+    col = _LeaseCollection()
+    doc = cb._LeaseDocument(col, None, ttl_s=60)
+    v1 = doc.create("engine-a", 60)
+    col.doc = ({"holder": "engine-a"}, 7)  # a renewal applied whose answer never came back
+    v = doc.replace(v1, "engine-a", 60)  # an unexpected CAS, but the document names us: renewed
+    assert v == col.doc[1] and col.seen[-1][0] == "replace" and col.seen[-1][1]["cas"] == 7
+    col.doc = ({"holder": "engine-c"}, 8)
+    assert doc.create("engine-c", 60) == col.doc[1]  # an insert that landed unanswered: ours, renewed
+    assert doc.create("engine-d", 60) is None
