@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from bench.sidecar_bench import orders
 from tests.support.sidecar_fixtures import (assert_executed_once_each, assert_exits_2_naming_missing, batch_message,
@@ -76,3 +77,19 @@ def test_batch_message_when_all_orders_answered_then_acked_once(lane, engine, sy
 
 def test_required_setting_missing_when_started_then_exit_2_naming_it(lane, engine, sidecars):
     assert_exits_2_naming_missing(sidecars, lane.sidecar_env(engine), "WOJAK_RABBITMQ_QUEUE")
+
+
+def test_sidecar_started_before_its_engine_when_engine_comes_up_then_consumes_only_from_then(lane, engine, symbol,
+                                                                                          sidecars, rabbitmq):
+    engine.stop()  # the engine is not there yet (or stands by: another node's engine writes the store)
+    lane.publish(orders(50, symbol, "early"))
+    car = sidecars(lane.sidecar_env(engine))
+    time.sleep(3)  # fed, the sidecar would have taken (and requeued) them by now
+    assert lane.counts() == (50, 0)
+    consumers = {line.split()[0]: int(line.split()[1]) for line in rabbitmq.ctl(
+        "list_queues", "-q", "--no-table-headers", "name", "consumers").splitlines() if len(line.split()) == 2}
+    assert consumers[lane.queue] == 0, "a consumer joined before its engine could decide"
+    assert "waits for the engine" in car.tail()
+    engine.start()
+    wait_decided_and_drained(engine, lane, car, 50)
+    assert_executed_once_each(engine, 50)
