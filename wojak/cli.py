@@ -155,6 +155,10 @@ def status(config_path: str | None, as_json: bool, timeout_s: float) -> None:
     if as_json:
         click.echo(json.dumps(health, sort_keys=True))
         return
+    if health.get("standby"):  # a shared store's engine without its writer lease (engine/server.py)
+        click.echo(f"engine standing by: the store's writer is {health.get('lease_holder')}; this one takes over "
+                   f"when that lease ends")
+        return
     counts = ", ".join(f"{k} {v}" for k, v in sorted(health.get("decisions", {}).items())) or "none yet"
     switch = f"ON ({health.get('halt_reason') or 'no reason given'})" if health["halted"] else "off"
     click.echo(f"engine up; kill switch {switch}; "

@@ -9,6 +9,8 @@ store writer and outbox processes."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -32,7 +34,7 @@ class Running:
 
     def __init__(self, eng, record: MemoryLeaseRecord, holder: str) -> None:
         self.server = Server(load(eng.config), lease=WriterLease(record, TTL, holder=holder))
-        self.endpoint = eng.endpoint
+        self.endpoint, self.config = eng.endpoint, eng.config
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -76,6 +78,10 @@ def test_standby_when_another_engine_holds_the_lease_then_refuses_and_records_no
         resp = c.call("halt", args={"reason": "not from a standby"})
         assert not resp.ok and resp.error.startswith("STANDBY")
     assert b.server.engine.stats["FILLED"] == 0 and b.server.engine.store.get_decision("ls-1") is None
+    status, halt = (subprocess.run([sys.executable, "-m", "wojak.cli", *args, "--config", str(b.config)],
+                                   capture_output=True, text=True, timeout=60) for args in (["status"], ["halt"]))
+    assert status.returncode == 0 and "standing by" in status.stdout and "engine-a" in status.stdout, status
+    assert halt.returncode == 1 and "STANDBY" in halt.stderr, halt
     with EngineClient(a.endpoint) as c:  # the holder decides as ever
         assert c.submit(order("ls-2"))[0]["status"] == "FILLED"
     assert record.holder() == "engine-a"
