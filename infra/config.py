@@ -18,6 +18,7 @@ import pulumi
 from infra.network import is_private_range
 
 NAMESPACE = "wojak"
+ENGINE_BUCKET = "wojak"  # the bucket the engines' store uses (infra/workload.py writes it into their config)
 CLOUDS = ("aws", "gcp")
 SOURCES = ("http", "sqs", "sns", "stepfunctions", "kinesis", "pubsub", "kafka", "rabbitmq")
 TRANSPORTS = ("ipc", "curve")
@@ -281,9 +282,9 @@ def _parse_buckets(s: _Section) -> tuple[Bucket, ...]:
     names = [b.name for b in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"{s.key}.buckets: duplicate bucket names {names}")
-    if "wojak" not in names:
-        # the engine's store is hard-wired to bucket `wojak`
-        raise ConfigError(f"{s.key}.buckets: must include the engine's bucket 'wojak'")
+    if ENGINE_BUCKET not in names:
+        # the engines are configured with it (infra/workload.py)
+        raise ConfigError(f"{s.key}.buckets: must include the engine's bucket {ENGINE_BUCKET!r}")
     return tuple(out)
 
 
