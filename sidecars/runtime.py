@@ -133,12 +133,8 @@ class Runner:
         try:
             while not self.stopping.is_set():
                 self._settle_done(block=False)
-                if not self._engine_ready():  # the source still hears from us (leases of what is in flight)
-                    self._settle_done(block=True, timeout=0.2)
-                    self.source.heartbeat([p.msg for p in self._pending.values()])
-                    continue
-                room = self.link.free()
-                if room <= 0:  # window full: the source still hears from us (leases, backpressure)
+                room = self.link.free() if self._engine_ready() else 0
+                if room <= 0:  # window full, or no engine deciding: the source still hears from us (leases)
                     self._settle_done(block=True, timeout=0.05)
                     self.source.heartbeat([p.msg for p in self._pending.values()])
                     continue
