@@ -26,7 +26,9 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import zmq
 
@@ -143,9 +145,10 @@ class Server:
             if not self._stand_by():  # stopped before it took the lease
                 self.close()
                 return
-        self.engine.start()
-        if self.cfg.store.writer == "process":
-            self.writer = StoreWriter(self.cfg.store, pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
+        with self._lease_kept_meanwhile():  # start-up (replay, reconciliation) may outlast the lease
+            self.engine.start()
+            if self.cfg.store.writer == "process":
+                self.writer = StoreWriter(self.cfg.store, pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
         if self.sock is None:
             self.bind()
         self.outbox.start()
@@ -171,6 +174,34 @@ class Server:
             self.close()
 
     # -- the writer lease (a shared store) ----------------------------------------------------
+    @contextmanager
+    def _lease_kept_meanwhile(self) -> Iterator[None]:
+        """Keep the writer lease from a thread while the main thread is busy with something long
+        (start-up: the journal's replay, reconciliation with the broker) instead of serving. Lost
+        meanwhile: the process stops at once, as if it had crashed - nothing has been answered yet,
+        and not one more write may leave it."""
+        lease = self.lease
+        if lease is None:
+            yield
+            return
+        done = threading.Event()
+
+        def keep() -> None:
+            while not done.wait(0.5):
+                try:
+                    lease.keep()
+                except LeaseLost as e:
+                    log.error("engine stopping during start-up: %s", e)
+                    os._exit(1)
+
+        keeper = threading.Thread(target=keep, name="wojak-lease-keeper", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
+
     def _stand_by(self) -> bool:
         """Until this engine holds the writer lease: `health` answers as a standby, anything else is
         refused with STANDBY (nothing is decided or recorded here: the source redelivers it to the

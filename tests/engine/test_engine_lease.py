@@ -32,8 +32,11 @@ TTL = 3  # short, so a lost lease is noticed within a second (the config's minim
 class Running:
     """A Server on a thread, as `wojak engine` runs one; `error` is what ended it."""
 
-    def __init__(self, eng, record: MemoryLeaseRecord, holder: str) -> None:
+    def __init__(self, eng, record: MemoryLeaseRecord, holder: str, slow_start_s: float = 0.0) -> None:
         self.server = Server(load(eng.config), lease=WriterLease(record, TTL, holder=holder))
+        if slow_start_s:  # a long journal replay or reconciliation with the broker
+            start = self.server.engine.start
+            self.server.engine.start = lambda: (time.sleep(slow_start_s), start())
         self.endpoint, self.config = eng.endpoint, eng.config
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -125,3 +128,15 @@ def order_json(coid: str) -> bytes:
     import json
 
     return json.dumps(order(coid, account=f"acct-{coid[-1]}")).encode()
+
+
+def test_holder_when_its_start_up_outlasts_the_lease_then_keeps_it_and_serves(start_engine):
+    record = MemoryLeaseRecord()
+    a = Running(start_engine("lease-slow", launch=False, risk=NO_LIMITS), record, "engine-a", slow_start_s=TTL)
+    try:
+        wait_until(lambda: a.health().get("standby") is False, timeout=TTL + 10)
+        assert a.error is None and record.holder() == "engine-a"
+        with EngineClient(a.endpoint) as c:
+            assert c.submit(order("lslow-1"))[0]["status"] == "FILLED"
+    finally:
+        a.stop()
